@@ -1,0 +1,85 @@
+"""Load any audio file as mono float32 at a target sample rate.
+
+Decoding goes through soundfile (libsndfile: WAV 8/16/24/32-bit integer and float, FLAC,
+OGG/Vorbis, MP3 and more), resampling through soxr at its high quality setting, which is
+what ``librosa.load`` uses by default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import AudioError
+
+DEFAULT_SAMPLE_RATE = 16000
+
+# Extensions the loader reads; parsers and the cache use this list to find audio files.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
+
+
+def is_audio_file(path: str | os.PathLike) -> bool:
+    """True when the file name has an extension the loader can decode."""
+    return str(path).lower().endswith(AUDIO_EXTENSIONS)
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Average channels: ``(frames, channels) -> (frames,)``; 1-D input passes through."""
+    if samples.ndim == 2:
+        return samples.mean(axis=1, dtype=np.float32)
+    return samples
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a mono float32 signal with soxr (HQ); returns the input when rates match."""
+    if orig_sr == target_sr:
+        return wav
+    return soxr.resample(wav, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def load_audio(path: str | os.PathLike, sr: int | None = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """Read ``path`` as a mono float32 array ``(samples,)`` at ``sr`` Hz (``None`` keeps the file's rate).
+
+    Raises ``AudioError`` naming the file when it cannot be decoded, holds no samples or
+    holds NaN/infinite samples.
+    """
+    wav, _ = load_audio_with_rate(path, sr)
+    return wav
+
+
+def load_audio_with_rate(path: str | os.PathLike, sr: int | None = DEFAULT_SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """Like ``load_audio`` but also returns the rate of the returned samples."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: {'is a folder, not an audio file' if path.is_dir() else 'file not found'}")
+    if sr is not None and (not isinstance(sr, (int, np.integer)) or sr <= 0):
+        raise AudioError(f"{path}: sample rate must be a positive integer, got {sr!r}")
+    try:
+        samples, file_sr = sf.read(str(path), dtype="float32", always_2d=False)
+    except FileNotFoundError:
+        raise AudioError(f"{path}: file not found") from None
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = "zero-byte file" if _is_empty_file(path) else f"cannot decode audio ({exc})"
+        raise AudioError(f"{path}: {reason}") from None
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    wav = np.ascontiguousarray(to_mono(samples), dtype=np.float32)
+    if wav.size == 0:
+        raise AudioError(f"{path}: audio holds no samples")
+    if not np.isfinite(wav).all():
+        bad = int((~np.isfinite(wav)).sum())
+        raise AudioError(f"{path}: audio holds {bad} NaN or infinite samples")
+    if sr is None:
+        return wav, int(file_sr)
+    return resample(wav, int(file_sr), int(sr)), int(sr)
+
+
+def _is_empty_file(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False

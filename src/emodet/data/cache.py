@@ -1,0 +1,305 @@
+"""Feature cache: one ``.npy`` file per (audio file, feature configuration), written atomically.
+
+Layout under ``cache_dir``::
+
+    <feature>-<config hash>/          one folder per feature name + parameters + sample rate
+        config.json                   what the hash stands for
+        report.json                   the last build's summary and its failed files
+        <aa>/<path hash>-<file hash>.npy
+
+``path hash`` is the hash of the file's path relative to the data root; ``file hash`` is the
+hash of its size and modification time. Changing a parameter selects another folder (all
+recomputed); touching a file changes its entry name (only it recomputed, the old entry is
+removed). Entries appear by ``os.replace`` only, so a build killed at any moment leaves
+complete entries and temporary files, which the next build removes; two builds at once
+write the same bytes to the same names and never corrupt each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .. import __version__
+from ..audio import DEFAULT_SAMPLE_RATE, is_audio_file, load_audio
+from ..errors import AudioError, EmodetError, UsageError
+from ..features import compute_feature, get_feature_spec, load_plugins, resolve_params
+from ..io import atomic_save_npy, atomic_write_json, remove_stale_temp_files
+
+
+def list_audio_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> list[str]:
+    """Audio files under ``root`` as sorted POSIX paths relative to it (hidden files and folders skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"--data-root {root}: not a folder")
+    excluded = {Path(p).resolve() for p in exclude}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (Path(dirpath, d).resolve() not in excluded))
+        for name in filenames:
+            if not name.startswith(".") and is_audio_file(name):
+                found.append(Path(dirpath, name).relative_to(root).as_posix())
+    return sorted(found)
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    if shard is None or isinstance(shard, tuple):
+        return shard
+    try:
+        i, n = (int(part) for part in str(shard).split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {shard!r}: expected i/n, e.g. 0/4 for the first of four shards") from None
+    if not 0 <= i < n:
+        raise UsageError(f"--shard {shard!r}: need 0 <= i < n (shards are numbered from 0)")
+    return i, n
+
+
+def in_shard(relpath: str, shard: tuple[int, int] | None) -> bool:
+    """Whether ``relpath`` belongs to ``shard``; a stable hash, so adding files moves no others."""
+    if shard is None:
+        return True
+    return zlib.crc32(relpath.encode("utf-8")) % shard[1] == shard[0]
+
+
+@dataclass
+class BuildReport:
+    """Summary of one ``FeatureCache.build``; ``failed`` holds ``{"path", "error"}`` dicts."""
+
+    feature: str
+    params: dict
+    sample_rate: int
+    cache_dir: str
+    total: int = 0
+    computed: int = 0
+    cached: int = 0
+    failed: list = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    shard: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def x_realtime(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+    def summary_line(self) -> str:
+        rt = f", {self.x_realtime:,.0f}x real time" if self.computed else ""
+        return (f"{self.feature}: {self.total} files, {self.computed} computed, {self.cached} already cached, "
+                f"{len(self.failed)} failed in {self.wall_seconds:.2f} s{rt} -> {self.cache_dir}")
+
+
+class FeatureCache:
+    """Features of the files under one data root for one feature configuration.
+
+    ``FeatureCache(cache_dir, "mfcc", {"n_mfcc": 40}, sr=16000)``; ``get(root, relpath)``
+    returns ``(features, frames)`` float32 or ``None``; ``load(root, relpath)`` computes and
+    stores what is missing; ``build(root)`` fills the cache for every audio file.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, feature: str, params: dict | None = None,
+                 sr: int = DEFAULT_SAMPLE_RATE, mmap: bool = False):
+        spec = get_feature_spec(feature)
+        self.feature = spec.name
+        self.params = resolve_params(feature, params)
+        self.sr = int(sr)
+        self.mmap = mmap
+        self.config = {"feature": self.feature, "params": self.params, "sample_rate": self.sr}
+        digest = hashlib.sha1(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()
+        self.config_hash = digest[:12]
+        self.root_dir = Path(cache_dir)
+        self.dir = self.root_dir / f"{self.feature}-{self.config_hash}"
+
+    # -- entries -------------------------------------------------------------------------
+    def entry_path(self, relpath: str, st: os.stat_result) -> Path:
+        path_hash = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:20]
+        file_hash = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
+        return self.dir / path_hash[:2] / f"{path_hash}-{file_hash}.npy"
+
+    def get(self, root: str | os.PathLike, relpath: str) -> np.ndarray | None:
+        """The cached features of ``root/relpath`` if a valid entry exists, else ``None``."""
+        entry = self.entry_path(relpath, os.stat(Path(root, relpath)))
+        try:
+            return np.load(entry, mmap_mode="r" if self.mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+
+    def load(self, root: str | os.PathLike, relpath: str) -> np.ndarray:
+        """Cached features of ``root/relpath``, computed and stored first when missing."""
+        st = os.stat(Path(root, relpath))
+        entry = self.entry_path(relpath, st)
+        try:
+            return np.load(entry, mmap_mode="r" if self.mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            feats, _ = self._compute_and_store(Path(root, relpath), entry)
+            return feats
+
+    def compute(self, path: str | os.PathLike) -> np.ndarray:
+        """Features of one file, not cached: ``(features, frames)`` float32."""
+        return compute_feature(self.feature, load_audio(path, self.sr), self.sr, self.params)
+
+    def _compute_and_store(self, path: Path, entry: Path) -> tuple[np.ndarray, float]:
+        wav = load_audio(path, self.sr)
+        feats = compute_feature(self.feature, wav, self.sr, self.params)
+        self._ensure_config()
+        atomic_save_npy(entry, feats)
+        return feats, len(wav) / self.sr
+
+    def _ensure_config(self) -> None:
+        if not (self.dir / "config.json").exists():
+            atomic_write_json(self.dir / "config.json", {**self.config, "emodet_version": __version__})
+
+    # -- building ------------------------------------------------------------------------
+    def build(self, root: str | os.PathLike, files: list[str] | None = None, *, workers: int = 1,
+              on_error: str = "skip", shard: str | tuple[int, int] | None = None, progress: bool | None = None,
+              plugins: Iterable[str] = ()) -> BuildReport:
+        """Compute every missing entry for ``files`` (default: all audio under ``root``).
+
+        Bad files are skipped and listed in the report (``on_error="skip"``) or stop the
+        build with ``AudioError`` (``"raise"``). ``shard="i/n"`` builds one of ``n``
+        disjoint parts. Returns the report, also written to ``<dir>/report.json``.
+        """
+        if on_error not in ("skip", "raise"):
+            raise UsageError(f"--on-error {on_error!r}: valid values are skip, raise")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise UsageError(f"--workers must be a positive integer, got {workers!r}")
+        root = Path(root)
+        shard_t = parse_shard(shard)
+        start = time.perf_counter()
+        if files is None:
+            files = list_audio_files(root, exclude=[self.root_dir])
+        files = [f for f in files if in_shard(f, shard_t)]
+        report = BuildReport(self.feature, self.params, self.sr, str(self.dir), total=len(files),
+                             shard=None if shard_t is None else f"{shard_t[0]}/{shard_t[1]}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.dir)
+        self._ensure_config()
+        existing = self._existing_entries()
+
+        todo = []
+        for rel in files:
+            try:
+                entry = self.entry_path(rel, os.stat(root / rel))
+            except OSError as exc:
+                self._record_failure(report, rel, f"cannot read file ({exc.strerror or exc})", on_error)
+                continue
+            stale = existing.get(entry.name.split("-")[0], set()) - {entry.name}
+            for name in stale:  # older versions of a touched file
+                _unlink_quietly(entry.parent / name)
+            if entry.name in existing.get(entry.name.split("-")[0], ()):
+                report.cached += 1
+            else:
+                todo.append((rel, str(entry)))
+
+        bar = _progress_bar(len(todo), self.feature, progress)
+        try:
+            for rel, outcome in self._run(root, todo, workers, plugins):
+                bar.update(1)
+                if isinstance(outcome, float):
+                    report.computed += 1
+                    report.audio_seconds += outcome
+                else:
+                    self._record_failure(report, rel, outcome, on_error)
+        finally:
+            bar.close()
+            report.wall_seconds = time.perf_counter() - start
+            name = "report.json" if shard_t is None else f"report-shard-{shard_t[0]}-of-{shard_t[1]}.json"
+            atomic_write_json(self.dir / name, {**asdict(report), "x_realtime": report.x_realtime,
+                                                "emodet_version": __version__})
+        return report
+
+    def _existing_entries(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for bucket in os.scandir(self.dir):
+            if bucket.is_dir():
+                for item in os.scandir(bucket.path):
+                    if item.name.endswith(".npy"):
+                        found.setdefault(item.name.split("-")[0], set()).add(item.name)
+        return found
+
+    @staticmethod
+    def _record_failure(report: BuildReport, rel: str, error: str, on_error: str) -> None:
+        report.failed.append({"path": rel, "error": error})
+        if on_error == "raise":
+            raise AudioError(error if error.startswith(rel) else f"{rel}: {error}")
+
+    def _run(self, root: Path, todo: list[tuple[str, str]], workers: int, plugins: Iterable[str]):
+        """Yield ``(relpath, seconds of audio or error message)`` for each item of ``todo``."""
+        if workers == 1 or len(todo) < 2:
+            with _single_thread():
+                for rel, entry in todo:
+                    yield rel, _build_one(self, root, rel, entry)
+            return
+        chunks = [todo[i::workers * 4] for i in range(workers * 4)]
+        ctx = get_context("spawn")  # fork after torch has started threads can deadlock
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(list(plugins),)) as pool:
+            futures = [pool.submit(_build_chunk, self.root_dir, self.feature, self.params, self.sr, str(root), chunk)
+                       for chunk in chunks if chunk]
+            for fut in futures:
+                yield from fut.result()
+
+
+def _build_one(cache: FeatureCache, root: Path, rel: str, entry: str) -> float | str:
+    try:
+        _, seconds = cache._compute_and_store(root / rel, Path(entry))
+        return seconds
+    except AudioError as exc:
+        return str(exc)
+    except EmodetError as exc:  # a feature refusing this input (e.g. a plugin's check)
+        return f"{root / rel}: {exc}"
+    except MemoryError:
+        return f"{root / rel}: out of memory computing features"
+
+
+def _init_worker(plugins: list[str]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    load_plugins(plugins)
+
+
+def _build_chunk(cache_root, feature, params, sr, root, chunk):
+    cache = FeatureCache(cache_root, feature, params, sr)
+    return [(rel, _build_one(cache, Path(root), rel, entry)) for rel, entry in chunk]
+
+
+class _single_thread:
+    """Run torch on one thread for many small transforms (faster, and fair to other processes)."""
+
+    def __enter__(self):
+        import torch
+
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self._threads)
+
+
+def _progress_bar(total: int, desc: str, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"features {desc}", unit="file", disable=(None if enabled is None else not enabled),
+                leave=False, mininterval=0.5)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

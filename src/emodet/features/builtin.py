@@ -1,0 +1,88 @@
+"""Built-in features: ``logmel`` (alias ``mel``), ``mfcc``, ``chroma``, ``egemaps``, ``compare``."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from .registry import register_feature
+from .spectral import LOGMEL_DEFAULTS, MFCC_DEFAULTS, build_logmel, build_mfcc, resolve_frame_params
+
+_module_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_module(kind: str, sr: int, frozen_params: tuple) -> torch.nn.Module:
+    factory = build_logmel if kind == "logmel" else build_mfcc
+    return factory(sr, dict(frozen_params)).eval()
+
+
+def _run_module(kind: str, wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
+    with _module_lock:
+        module = _cached_module(kind, int(sr), tuple(sorted(params.items())))
+    x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    with torch.inference_mode():
+        return module(x).numpy()
+
+
+@register_feature("logmel", defaults=LOGMEL_DEFAULTS, module_factory=build_logmel, aliases=("mel",),
+                  description="log-mel spectrogram in dB (n_mels x frames), equal to librosa")
+def logmel(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
+    return _run_module("logmel", wav, sr, params)
+
+
+@register_feature("mfcc", defaults=MFCC_DEFAULTS, module_factory=build_mfcc,
+                  description="MFCC (n_mfcc x frames), equal to librosa.feature.mfcc")
+def mfcc(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
+    return _run_module("mfcc", wav, sr, params)
+
+
+_CHROMA_DEFAULTS = {"n_fft": None, "win_length": None, "hop_length": None, "n_chroma": 12}
+
+
+@register_feature("chroma", defaults=_CHROMA_DEFAULTS, description="chromagram via librosa (n_chroma x frames)")
+def chroma(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
+    import librosa
+
+    p = resolve_frame_params(sr, {**params, "n_mels": 1})
+    n_chroma = p["n_chroma"]
+    if isinstance(n_chroma, bool) or not isinstance(n_chroma, int) or n_chroma <= 0:
+        raise UsageError(f"feature parameter 'n_chroma' must be a positive integer, got {n_chroma!r}")
+    return librosa.feature.chroma_stft(y=wav, sr=sr, n_fft=p["n_fft"], hop_length=p["hop_length"],
+                                       win_length=p["win_length"], n_chroma=n_chroma, pad_mode="constant")
+
+
+_SMILE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _smile(feature_set: str):
+    try:
+        import opensmile
+    except ImportError:
+        raise UsageError(
+            f"feature {feature_set!r} needs openSMILE, which is not installed: pip install 'emodet[opensmile]'"
+        ) from None
+    sets = {"egemaps": opensmile.FeatureSet.eGeMAPSv02, "compare": opensmile.FeatureSet.ComParE_2016}
+    return opensmile.Smile(feature_set=sets[feature_set], feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def _functionals(feature_set: str, wav: np.ndarray, sr: int) -> np.ndarray:
+    with _SMILE_LOCK:
+        smile = _smile(feature_set)
+        values = smile.process_signal(wav, sr).to_numpy(dtype=np.float32)
+    return values.reshape(-1, 1)
+
+
+@register_feature("egemaps", defaults={}, description="openSMILE eGeMAPSv02 functionals (88 x 1); needs emodet[opensmile]")
+def egemaps(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
+    return _functionals("egemaps", wav, sr)
+
+
+@register_feature("compare", defaults={}, description="openSMILE ComParE_2016 functionals (6373 x 1); needs emodet[opensmile]")
+def compare(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
+    return _functionals("compare", wav, sr)

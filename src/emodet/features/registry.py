@@ -1,0 +1,151 @@
+"""The feature registry: a dict of name -> FeatureSpec plus a decorator (timm's pattern).
+
+A feature is any function ``fn(wav: np.ndarray, sr: int, params: dict) -> np.ndarray``
+returning ``(features, frames)`` float32 (a 1-D vector of functionals is taken as one frame).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UnknownNameError, UsageError
+
+FeatureFn = Callable[[np.ndarray, int, dict], np.ndarray]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the registry knows of a feature.
+
+    ``defaults`` is ``None`` for features that take any parameters (most plugins); otherwise
+    only its keys are accepted. ``module_factory(sr, params) -> nn.Module`` is set for
+    features that can run batched in torch and go inside an exported ONNX graph.
+    """
+
+    name: str
+    fn: FeatureFn
+    defaults: dict | None = None
+    module_factory: Callable[[int, dict], Any] | None = None
+    description: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def exportable(self) -> bool:
+        return self.module_factory is not None
+
+
+_FEATURE_REGISTRY: dict[str, FeatureSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_feature(
+    name: str,
+    *,
+    override: bool = False,
+    defaults: dict | None = None,
+    module_factory: Callable[[int, dict], Any] | None = None,
+    aliases: tuple[str, ...] | list[str] = (),
+    description: str | None = None,
+) -> Callable[[FeatureFn], FeatureFn]:
+    """Decorator registering ``fn(wav, sr, params) -> (features, frames)`` under ``name``.
+
+    Registering a name (or alias) that is taken raises ``UsageError`` unless ``override=True``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UsageError(f"feature name must be a non-empty string, got {name!r}")
+
+    def decorator(fn: FeatureFn) -> FeatureFn:
+        if not callable(fn):
+            raise UsageError(f"register_feature({name!r}) must decorate a function, got {fn!r}")
+        for key in (name, *aliases):
+            if not override and (key in _FEATURE_REGISTRY or key in _ALIASES):
+                owner = _ALIASES.get(key, key)
+                raise UsageError(
+                    f"feature name {key!r} is already registered (by {_FEATURE_REGISTRY[owner].fn.__module__}); "
+                    "pass override=True to replace it"
+                )
+        if override:
+            for key in (name, *aliases):
+                _ALIASES.pop(key, None)
+        doc = description if description is not None else (fn.__doc__ or "").strip().split("\n")[0]
+        _FEATURE_REGISTRY[name] = FeatureSpec(name, fn, defaults, module_factory, doc, tuple(aliases))
+        for alias in aliases:
+            _ALIASES[alias] = name
+        return fn
+
+    return decorator
+
+
+def list_features(with_aliases: bool = False) -> list[str]:
+    """Sorted names of the registered features (and their aliases when asked)."""
+    names = set(_FEATURE_REGISTRY)
+    if with_aliases:
+        names |= set(_ALIASES)
+    return sorted(names)
+
+
+def get_feature_spec(name: str) -> FeatureSpec:
+    """The spec registered under ``name`` or an alias; unknown names list the known ones."""
+    key = _ALIASES.get(name, name)
+    try:
+        return _FEATURE_REGISTRY[key]
+    except (KeyError, TypeError):
+        raise UnknownNameError(_unknown_message("feature", name, list_features(with_aliases=True))) from None
+
+
+def get_feature(name: str) -> FeatureFn:
+    """The function registered under ``name``: ``fn(wav, sr, params) -> (features, frames)``."""
+    return get_feature_spec(name).fn
+
+
+def resolve_params(name: str, params: dict | None) -> dict:
+    """Defaults of feature ``name`` updated with ``params``; unknown keys are refused."""
+    spec = get_feature_spec(name)
+    params = dict(params or {})
+    if spec.defaults is None:
+        return params
+    unknown = sorted(set(params) - set(spec.defaults))
+    if unknown:
+        key = unknown[0]
+        raise UsageError(
+            f"feature {spec.name!r} has no parameter {key!r}{_did_you_mean(key, spec.defaults)}; "
+            f"valid parameters: {', '.join(sorted(spec.defaults))}"
+        )
+    return {**spec.defaults, **params}
+
+
+def compute_feature(name: str, wav: np.ndarray, sr: int, params: dict | None = None) -> np.ndarray:
+    """Run feature ``name`` on one mono signal and check its output: ``(samples,) -> (features, frames)`` float32."""
+    spec = get_feature_spec(name)
+    full = resolve_params(name, params)
+    out = spec.fn(wav, sr, full)
+    return check_feature_output(spec.name, out)
+
+
+def check_feature_output(name: str, out: Any) -> np.ndarray:
+    """Validate what a feature function returned; a 1-D vector becomes ``(n, 1)``."""
+    if hasattr(out, "detach"):  # a torch tensor from a user's plugin
+        out = out.detach().cpu().numpy()
+    if not isinstance(out, np.ndarray):
+        raise UsageError(f"feature {name!r} returned {type(out).__name__}; it must return a numpy array (features, frames)")
+    if out.ndim == 1:
+        out = out[:, None]
+    if out.ndim != 2 or out.shape[0] == 0 or out.shape[1] == 0:
+        raise UsageError(f"feature {name!r} returned shape {out.shape}; it must be 2-D (features, frames), non-empty")
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise UsageError(f"feature {name!r} returned NaN or infinite values")
+    return out
+
+
+def _did_you_mean(key: str, choices) -> str:
+    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_message(kind: str, name: Any, known: list[str]) -> str:
+    return f"unknown {kind} {name!r}{_did_you_mean(name, known)}; known {kind}s: {', '.join(known) or '(none)'}"

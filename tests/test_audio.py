@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emodet.audio import AUDIO_EXTENSIONS, is_audio_file, load_audio, load_audio_with_rate
+from emodet.errors import AudioError
+
+from conftest import sine
+
+FORMATS = [
+    ("u8.wav", "WAV", "PCM_U8", 1 / 64),
+    ("s16.wav", "WAV", "PCM_16", 1e-3),
+    ("s24.wav", "WAV", "PCM_24", 1e-5),
+    ("s32.wav", "WAV", "PCM_32", 1e-6),
+    ("f32.wav", "WAV", "FLOAT", 1e-7),
+    ("f64.wav", "WAV", "DOUBLE", 1e-7),
+    ("x.flac", "FLAC", "PCM_16", 1e-3),
+    ("x.ogg", "OGG", "VORBIS", None),
+    ("x.mp3", "MP3", "MPEG_LAYER_III", None),
+]
+
+
+@pytest.mark.parametrize("name,fmt,subtype,tol", FORMATS)
+def test_every_format_loads_as_mono_float32(tmp_path, name, fmt, subtype, tol):
+    x = sine(440, 16000, 1.0)
+    path = tmp_path / name
+    sf.write(path, x, 16000, format=fmt, subtype=subtype)
+    y = load_audio(path, sr=16000)
+    assert y.dtype == np.float32 and y.ndim == 1
+    if tol is not None:  # lossless: sample for sample
+        assert len(y) == len(x)
+        assert np.abs(y - x).max() <= tol
+    else:  # lossy codecs: length within a frame of padding, the tone's frequency kept
+        assert abs(len(y) - len(x)) < 3000
+        spectrum = np.abs(np.fft.rfft(y[2000:14000]))
+        assert abs(np.argmax(spectrum) * 16000 / 12000 - 440) < 5
+
+
+def test_stereo_is_averaged(tmp_path):
+    left, right = sine(300), sine(500, amp=0.25)
+    sf.write(tmp_path / "st.wav", np.stack([left, right], 1), 16000, subtype="FLOAT")
+    y = load_audio(tmp_path / "st.wav")
+    np.testing.assert_allclose(y, (left + right) / 2, atol=1e-7)
+
+
+@pytest.mark.parametrize("file_sr", [8000, 22050, 44100, 48000])
+def test_resampling_keeps_frequency_and_duration(tmp_path, file_sr):
+    sf.write(tmp_path / "r.wav", sine(1000, file_sr, 2.0), file_sr, subtype="FLOAT")
+    y = load_audio(tmp_path / "r.wav", sr=16000)
+    assert len(y) == 32000
+    spectrum = np.abs(np.fft.rfft(y))
+    assert abs(np.argmax(spectrum) * 16000 / len(y) - 1000) <= 1
+    wav, sr = load_audio_with_rate(tmp_path / "r.wav", sr=None)
+    assert sr == file_sr and len(wav) == 2 * file_sr
+
+
+def test_resampling_equals_librosa(tmp_path):
+    librosa = pytest.importorskip("librosa")
+    sf.write(tmp_path / "r.wav", sine(700, 22050, 1.0), 22050, subtype="FLOAT")
+    ours = load_audio(tmp_path / "r.wav", sr=16000)
+    ref, _ = librosa.load(tmp_path / "r.wav", sr=16000)
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AudioError, match=r"nope\.wav: file not found"):
+        load_audio(tmp_path / "nope.wav")
+
+
+def test_zero_byte_file(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioError, match=r"empty\.wav: zero-byte file"):
+        load_audio(tmp_path / "empty.wav")
+
+
+def test_random_bytes(tmp_path):
+    (tmp_path / "junk.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(AudioError, match=r"junk\.wav: cannot decode audio"):
+        load_audio(tmp_path / "junk.wav")
+
+
+def test_truncated_wav_header(tmp_path):
+    sf.write(tmp_path / "ok.wav", sine(), 16000)
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "ok.wav").read_bytes()[:30])
+    with pytest.raises(AudioError, match=r"cut\.wav"):
+        load_audio(tmp_path / "cut.wav")
+
+
+def test_no_samples(tmp_path):
+    sf.write(tmp_path / "none.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match=r"none\.wav: audio holds no samples"):
+        load_audio(tmp_path / "none.wav")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_samples(tmp_path, bad):
+    x = sine()
+    x[100:103] = bad
+    sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan\.wav: audio holds 3 NaN or infinite samples"):
+        load_audio(tmp_path / "nan.wav")
+
+
+def test_bad_sample_rate(tmp_path):
+    sf.write(tmp_path / "a.wav", sine(), 16000)
+    with pytest.raises(AudioError, match="sample rate must be a positive integer"):
+        load_audio(tmp_path / "a.wav", sr=0)
+
+
+def test_audio_extensions():
+    assert is_audio_file("a/B.WAV") and is_audio_file("x.flac") and is_audio_file("y.mp3")
+    assert not is_audio_file("notes.txt") and ".ogg" in AUDIO_EXTENSIONS

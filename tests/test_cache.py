@@ -1,0 +1,235 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emodet.data.cache import FeatureCache, in_shard, list_audio_files, parse_shard
+from emodet.errors import AudioError, UsageError
+
+from conftest import REPO, run_cli
+
+
+@pytest.fixture
+def corpus(tmp_path, synth_corpus):
+    root = tmp_path / "corpus"
+    shutil.copytree(synth_corpus, root)
+    return root
+
+
+def _entries(cache: FeatureCache) -> list[Path]:
+    return sorted(cache.dir.glob("*/*.npy"))
+
+
+def assert_cache_complete_and_valid(cache: FeatureCache, root: Path, files=None):
+    files = files if files is not None else list_audio_files(root)
+    for rel in files:
+        got = cache.get(root, rel)
+        assert got is not None, f"no entry for {rel}"
+        np.testing.assert_allclose(got, cache.compute(root / rel), atol=1e-4)
+    assert len(_entries(cache)) == len(files)
+    assert not list(cache.dir.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_build_then_rerun_skips_everything(corpus, tmp_path):
+    cache = FeatureCache(tmp_path / "c", "mfcc", {"n_mfcc": 13})
+    first = cache.build(corpus, progress=False)
+    assert (first.total, first.computed, first.cached, first.failed) == (45, 45, 0, [])
+    assert first.audio_seconds > 30
+    assert_cache_complete_and_valid(cache, corpus)
+    second = cache.build(corpus, progress=False)
+    assert (second.computed, second.cached) == (0, 45)
+    report = json.loads((cache.dir / "report.json").read_text())
+    assert report["cached"] == 45 and report["feature"] == "mfcc" and report["params"]["n_mfcc"] == 13
+    config = json.loads((cache.dir / "config.json").read_text())
+    assert config["sample_rate"] == 16000 and config["params"]["n_mfcc"] == 13
+
+
+def test_changed_parameter_recomputes_all(corpus, tmp_path):
+    FeatureCache(tmp_path / "c", "logmel").build(corpus, progress=False)
+    other = FeatureCache(tmp_path / "c", "logmel", {"n_mels": 40})
+    report = other.build(corpus, progress=False)
+    assert report.computed == 45 and report.cached == 0
+    assert other.load(corpus, list_audio_files(corpus)[0]).shape[0] == 40
+    # the sample rate is part of the key too
+    assert FeatureCache(tmp_path / "c", "logmel", sr=8000).build(corpus, progress=False).computed == 45
+
+
+def test_touched_file_recomputes_only_it(corpus, tmp_path):
+    cache = FeatureCache(tmp_path / "c", "logmel")
+    cache.build(corpus, progress=False)
+    files = list_audio_files(corpus)
+    target = corpus / files[7]
+    wav, sr = sf.read(target)
+    sf.write(target, wav[: len(wav) // 2], sr)  # new content, size and mtime
+    os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
+    report = cache.build(corpus, progress=False)
+    assert (report.computed, report.cached) == (1, 44)
+    assert_cache_complete_and_valid(cache, corpus)  # the stale entry is gone: one entry a file
+    # touching only the modification time also recomputes it
+    os.utime(corpus / files[3], ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    assert cache.build(corpus, progress=False).computed == 1
+
+
+def test_bad_files_are_skipped_and_reported(corpus, tmp_path):
+    (corpus / "neutral" / "empty.wav").write_bytes(b"")
+    (corpus / "neutral" / "corrupt.wav").write_bytes(np.random.default_rng(0).bytes(3000))
+    cache = FeatureCache(tmp_path / "c", "mfcc")
+    report = cache.build(corpus, progress=False)
+    assert (report.total, report.computed, len(report.failed)) == (47, 45, 2)
+    failed = {item["path"]: item["error"] for item in json.loads((cache.dir / "report.json").read_text())["failed"]}
+    assert set(failed) == {"neutral/corrupt.wav", "neutral/empty.wav"}
+    assert "zero-byte file" in failed["neutral/empty.wav"] and "cannot decode" in failed["neutral/corrupt.wav"]
+    good = [f for f in list_audio_files(corpus) if f not in failed]
+    assert_cache_complete_and_valid(cache, corpus, good)
+    with pytest.raises(AudioError, match="corrupt.wav: cannot decode"):
+        FeatureCache(tmp_path / "c2", "mfcc").build(corpus, on_error="raise", progress=False)
+
+
+def test_cli_exit_codes_and_report(corpus, tmp_path):
+    ok = run_cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
+    assert ok.returncode == 0, ok.stderr
+    assert "45 files, 45 computed, 0 already cached, 0 failed" in ok.stdout
+    (corpus / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
+    bad = run_cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
+    assert bad.returncode == 1
+    assert "46 files, 0 computed, 45 already cached, 1 failed" in bad.stdout
+    assert "bad.wav" in bad.stderr and "report.json" in bad.stderr
+    stop = run_cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c3", "--on-error", "raise")
+    assert stop.returncode == 1 and "bad.wav" in stop.stderr and "Traceback" not in stop.stderr
+    usage = run_cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c", "--param", "n_mfcc")
+    assert usage.returncode == 2 and "expected key=value" in usage.stderr
+
+
+def test_original_script_entry_point(corpus, tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "audio_features.py"), "--data-root", str(corpus), "--feature",
+                          "mfcc", "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "45 computed" in out.stdout
+
+
+def test_workers_and_plugin_in_workers(corpus, tmp_path):
+    plugin = tmp_path / "energy_plugin.py"
+    plugin.write_text(
+        "import numpy as np\nfrom emodet import register_feature\n\n"
+        "@register_feature('frame_energy')\n"
+        "def frame_energy(wav, sr, params):\n"
+        "    hop = int(params.get('hop', 160))\n"
+        "    n = len(wav) // hop\n"
+        "    return (wav[: n * hop].reshape(n, hop) ** 2).mean(1, keepdims=True).T\n"
+    )
+    res = run_cli("features", "--data-root", corpus, "--feature", "frame_energy", "--param", "hop=320",
+                  "--cache-dir", tmp_path / "c", "--workers", "2", "--plugin", plugin, "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "45 computed" in res.stdout
+    from emodet.features import load_plugin
+
+    load_plugin(str(plugin))
+    cache = FeatureCache(tmp_path / "c", "frame_energy", {"hop": 320})
+    assert_cache_complete_and_valid(cache, corpus)
+
+
+def test_two_shards_equal_one_build(corpus, tmp_path):
+    single = FeatureCache(tmp_path / "one", "logmel")
+    single.build(corpus, progress=False)
+    sharded = FeatureCache(tmp_path / "two", "logmel")
+    reports = [sharded.build(corpus, shard=f"{i}/2", progress=False) for i in range(2)]
+    assert sum(r.total for r in reports) == 45 and all(r.total > 5 for r in reports)
+    assert [p.name for p in _entries(single)] == [p.name for p in _entries(sharded)]
+    for a, b in zip(_entries(single), _entries(sharded)):
+        np.testing.assert_array_equal(np.load(a), np.load(b))
+    files = list_audio_files(corpus)
+    assert sorted(f for i in range(3) for f in files if in_shard(f, (i, 3))) == files
+    for bad in ("2/2", "a/b", "1"):
+        with pytest.raises(UsageError, match="--shard"):
+            parse_shard(bad)
+
+
+SLOW_PLUGIN = (
+    "import time\nfrom emodet import register_feature\nfrom emodet.features import compute_feature\n\n"
+    "@register_feature('slow_mfcc')\n"
+    "def slow_mfcc(wav, sr, params):\n"
+    "    time.sleep(0.03)\n"
+    "    return compute_feature('mfcc', wav, sr, {'n_mfcc': 13})\n"
+)
+
+
+@pytest.fixture(scope="module")
+def slow_plugin(tmp_path_factory):
+    """A plugin feature that takes 30 ms a file, so a build can be killed in its middle."""
+    from emodet.features import load_plugin
+
+    plugin = tmp_path_factory.mktemp("plugin") / "slow_plugin.py"
+    plugin.write_text(SLOW_PLUGIN)
+    load_plugin(str(plugin))
+    return plugin
+
+
+def _start_build(corpus, cache_dir, plugin):
+    return subprocess.Popen([sys.executable, "-m", "emodet", "features", "--data-root", str(corpus), "--feature",
+                             "slow_mfcc", "--cache-dir", str(cache_dir), "--plugin", str(plugin), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("kill_after", [1, 12, 30])
+def test_build_killed_with_sigkill_resumes_to_valid_cache(corpus, tmp_path, kill_after, slow_plugin):
+    plugin = slow_plugin
+    cache = FeatureCache(tmp_path / "c", "slow_mfcc")
+    proc = _start_build(corpus, tmp_path / "c", plugin)
+    deadline = time.time() + 60
+    while len(_entries(cache)) < kill_after and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(_entries(cache))
+    assert kill_after <= done < 45, "the build was not killed in the middle"
+    for entry in _entries(cache):  # every entry present is complete
+        assert np.load(entry).shape[0] == 13
+    rerun = subprocess.run([sys.executable, "-m", "emodet", "features", "--data-root", str(corpus), "--feature",
+                            "slow_mfcc", "--cache-dir", str(tmp_path / "c"), "--plugin", str(plugin)],
+                           capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{45 - done} computed, {done} already cached" in rerun.stdout
+    assert_cache_complete_and_valid(cache, corpus)
+
+
+def test_two_builds_at_once_do_not_corrupt(corpus, tmp_path, slow_plugin):
+    procs = [_start_build(corpus, tmp_path / "c", slow_plugin) for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert_cache_complete_and_valid(FeatureCache(tmp_path / "c", "slow_mfcc"), corpus)
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(corpus, tmp_path):
+    cache = FeatureCache(tmp_path / "c", "logmel")
+    cache.build(corpus, progress=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    bucket = _entries(cache)[0].parent
+    (bucket / f".x.npy.{dead.pid}.abcd1234.tmp").write_bytes(b"half")
+    live = bucket / f".y.npy.{os.getpid()}.abcd1234.tmp"
+    live.write_bytes(b"mine")
+    cache.build(corpus, progress=False)
+    assert not (bucket / f".x.npy.{dead.pid}.abcd1234.tmp").exists()
+    assert live.exists()  # a live writer's file is left alone
+    live.unlink()
+
+
+def test_load_computes_missing_entry_and_reading_is_fast(corpus, tmp_path):
+    cache = FeatureCache(tmp_path / "c", "logmel")
+    files = list_audio_files(corpus)
+    feats = cache.load(corpus, files[0])
+    assert feats.shape[0] == 64 and len(_entries(cache)) == 1
+    cache.build(corpus, progress=False)
+    start = time.perf_counter()
+    loaded = [cache.get(corpus, f) for f in files]
+    assert time.perf_counter() - start < 1.0 and all(x is not None for x in loaded)
+    mm = FeatureCache(tmp_path / "c", "logmel", mmap=True).get(corpus, files[1])
+    np.testing.assert_array_equal(mm, loaded[1])

@@ -1,0 +1,199 @@
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from emodet.errors import UnknownNameError, UsageError
+from emodet.features import (LogMel, build_logmel, build_mfcc, compute_feature, get_feature, get_feature_spec,
+                             list_features, load_plugin, register_feature, resolve_params)
+from emodet.features import registry as reg
+from emodet.features.filters import dct_matrix, mel_filterbank
+
+from conftest import speechlike
+
+librosa = pytest.importorskip("librosa")
+
+PARAM_SETS = [
+    (16000, {}),
+    (16000, {"n_fft": 1024, "hop_length": 256, "win_length": 1024, "n_mels": 40, "fmin": 50.0, "fmax": 7000.0}),
+    (22050, {"n_mels": 128}),
+    (8000, {"n_fft": 256, "win_length": 200, "hop_length": 80, "n_mels": 32, "top_db": None}),
+]
+
+
+def _librosa_logmel(y, sr, p):
+    S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=p["n_fft"], hop_length=p["hop_length"],
+                                       win_length=p["win_length"], n_mels=p["n_mels"], fmin=p["fmin"],
+                                       fmax=p["fmax"], center=True, pad_mode="constant", power=2.0)
+    return librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=p["top_db"])
+
+
+@pytest.mark.parametrize("sr,params", PARAM_SETS)
+def test_logmel_equals_librosa(sr, params):
+    from emodet.features.spectral import resolve_frame_params
+
+    y = speechlike(sr, 1.3)
+    p = resolve_frame_params(sr, resolve_params("logmel", params))
+    ours = compute_feature("logmel", y, sr, params)
+    ref = _librosa_logmel(y, sr, p)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    assert np.abs(ours - ref).max() <= 1e-3
+
+
+@pytest.mark.parametrize("sr,params", PARAM_SETS)
+def test_mfcc_equals_librosa(sr, params):
+    from emodet.features.spectral import resolve_frame_params
+
+    y = speechlike(sr, 1.3, seed=3)
+    params = {**params, "n_mfcc": 13}
+    p = resolve_frame_params(sr, resolve_params("mfcc", params))
+    ours = compute_feature("mfcc", y, sr, params)
+    ref = librosa.feature.mfcc(S=_librosa_logmel(y, sr, p), n_mfcc=13)
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() <= 1e-2
+
+
+def test_defaults_are_25ms_window_10ms_hop():
+    from emodet.features.spectral import resolve_frame_params
+
+    p = resolve_frame_params(16000, resolve_params("logmel", {}))
+    assert (p["win_length"], p["hop_length"], p["n_fft"], p["n_mels"]) == (400, 160, 512, 64)
+    p = resolve_frame_params(48000, resolve_params("mfcc", {}))
+    assert (p["win_length"], p["hop_length"], p["n_fft"], p["n_mfcc"]) == (1200, 480, 2048, 40)
+    assert compute_feature("logmel", np.zeros(16000, np.float32) + 0.1, 16000).shape == (64, 101)
+
+
+def test_mel_alias_and_short_input():
+    y = speechlike(16000, 0.05)[:37]
+    assert compute_feature("mel", y, 16000).shape == (64, 1)
+    np.testing.assert_array_equal(compute_feature("mel", speechlike(), 16000), compute_feature("logmel", speechlike(), 16000))
+
+
+def test_modules_are_batched_and_match_single_items():
+    batch = torch.from_numpy(np.stack([speechlike(seed=s) for s in range(3)]))
+    for factory, name in ((build_logmel, "logmel"), (build_mfcc, "mfcc")):
+        module = factory(16000, resolve_params(name, {}))
+        out = module(batch)
+        assert out.shape[0] == 3 and out.dtype == torch.float32
+        for i in range(3):
+            np.testing.assert_allclose(out[i].numpy(), compute_feature(name, batch[i].numpy(), 16000), atol=1e-4)
+        # float64 path too (buffers follow the input's dtype)
+        assert module(batch.double()).dtype == torch.float64
+
+
+def test_filterbank_and_dct_match_references():
+    for sr, n_fft, n_mels, fmin, fmax in ((16000, 512, 64, 0.0, None), (22050, 2048, 128, 30.0, 9000.0)):
+        ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+        np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels, fmin, fmax), ref, atol=1e-6)
+    from scipy.fft import dct
+
+    x = np.random.default_rng(0).standard_normal((32, 5))
+    np.testing.assert_allclose(dct_matrix(13, 32) @ x, dct(x, type=2, norm="ortho", axis=0)[:13], atol=1e-5)
+    assert LogMel().mel.filters.shape == (64, 257)
+
+
+def test_chroma_shape():
+    out = compute_feature("chroma", speechlike(), 16000)
+    assert out.shape[0] == 12 and out.shape[1] == 151
+    assert out.min() >= 0 and out.max() <= 1.0 + 1e-6
+
+
+def test_opensmile_functionals_or_clear_error():
+    try:
+        import opensmile  # noqa: F401
+    except ImportError:
+        with pytest.raises(UsageError, match=r"pip install 'emodet\[opensmile\]'"):
+            compute_feature("egemaps", speechlike(), 16000)
+        return
+    out = compute_feature("egemaps", speechlike(), 16000)
+    assert out.shape == (88, 1) and np.isfinite(out).all()
+
+
+def test_missing_opensmile_names_the_extra(monkeypatch):
+    from emodet.features import builtin
+
+    builtin._smile.cache_clear()
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # makes `import opensmile` raise ImportError
+    with pytest.raises(UsageError, match=r"feature 'compare' needs openSMILE.*emodet\[opensmile\]"):
+        compute_feature("compare", speechlike(), 16000)
+    builtin._smile.cache_clear()
+
+
+def test_unknown_feature_lists_known_ones():
+    with pytest.raises(UnknownNameError) as err:
+        get_feature("mfccs")
+    msg = str(err.value)
+    assert "unknown feature 'mfccs'" in msg and "did you mean 'mfcc'" in msg
+    for name in ("logmel", "mel", "mfcc", "chroma"):
+        assert name in msg
+
+
+def test_unknown_and_bad_parameters():
+    with pytest.raises(UsageError, match=r"no parameter 'n_mel' \(did you mean 'n_mels'\?\); valid parameters: fmax"):
+        compute_feature("logmel", speechlike(), 16000, {"n_mel": 40})
+    with pytest.raises(UsageError, match="'n_mels' must be a positive integer, got 0"):
+        compute_feature("logmel", speechlike(), 16000, {"n_mels": 0})
+    with pytest.raises(UsageError, match=r"'win_length' \(1024\) must not exceed 'n_fft' \(512\)"):
+        compute_feature("logmel", speechlike(), 16000, {"n_fft": 512, "win_length": 1024})
+    with pytest.raises(UsageError, match="fmin < fmax <= sr/2"):
+        compute_feature("mfcc", speechlike(), 16000, {"fmax": 9000})
+    with pytest.raises(UsageError, match=r"'n_mfcc' \(80\) must not exceed 'n_mels' \(64\)"):
+        compute_feature("mfcc", speechlike(), 16000, {"n_mfcc": 80})
+
+
+@pytest.fixture
+def clean_registry():
+    saved = dict(reg._FEATURE_REGISTRY), dict(reg._ALIASES)
+    yield
+    reg._FEATURE_REGISTRY.clear(); reg._FEATURE_REGISTRY.update(saved[0])
+    reg._ALIASES.clear(); reg._ALIASES.update(saved[1])
+
+
+def test_register_custom_feature_and_duplicates(clean_registry):
+    @register_feature("rms_test")
+    def rms(wav, sr, params):
+        frame = params.get("frame", 160)
+        n = len(wav) // frame
+        return np.sqrt((wav[: n * frame].reshape(n, frame) ** 2).mean(1))[None, :]
+
+    assert "rms_test" in list_features()
+    out = compute_feature("rms_test", np.ones(1600, np.float32), 16000, {"frame": 400})
+    np.testing.assert_allclose(out, np.ones((1, 4)))
+    with pytest.raises(UsageError, match="'rms_test' is already registered.*override=True"):
+        register_feature("rms_test")(rms)
+    with pytest.raises(UsageError, match="'mel' is already registered"):
+        register_feature("mel")(rms)
+    register_feature("rms_test", override=True)(lambda w, s, p: np.zeros((2, 3)))
+    assert compute_feature("rms_test", np.ones(10, np.float32), 16000).shape == (2, 3)
+    assert not get_feature_spec("rms_test").exportable and get_feature_spec("mfcc").exportable
+
+
+def test_bad_feature_output_is_reported(clean_registry):
+    register_feature("bad_list")(lambda w, s, p: [1, 2, 3])
+    register_feature("bad_nan")(lambda w, s, p: np.full((2, 2), np.nan))
+    register_feature("bad_3d")(lambda w, s, p: np.zeros((2, 2, 2)))
+    with pytest.raises(UsageError, match="'bad_list' returned list; it must return a numpy array"):
+        compute_feature("bad_list", np.ones(10, np.float32), 16000)
+    with pytest.raises(UsageError, match="'bad_nan' returned NaN"):
+        compute_feature("bad_nan", np.ones(10, np.float32), 16000)
+    with pytest.raises(UsageError, match=r"'bad_3d' returned shape \(2, 2, 2\)"):
+        compute_feature("bad_3d", np.ones(10, np.float32), 16000)
+
+
+def test_plugin_from_file(tmp_path, clean_registry):
+    plugin = tmp_path / "my_feats.py"
+    plugin.write_text(
+        "import numpy as np\nfrom emodet import register_feature\n\n"
+        "@register_feature('zcr_plugin_test')\n"
+        "def zcr(wav, sr, params):\n"
+        "    return np.abs(np.diff(np.sign(wav))).reshape(1, -1)[:, ::160] / 2\n"
+    )
+    load_plugin(str(plugin))
+    assert compute_feature("zcr_plugin_test", np.array([1, -1, 1, -1] * 100, np.float32), 16000).shape == (1, 3)
+    with pytest.raises(UsageError, match="no such module or file"):
+        load_plugin("surely_not_a_module_xyz")
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(UsageError, match="broken.py: importing it failed: RuntimeError: boom"):
+        load_plugin(str(broken))
