@@ -99,6 +99,90 @@ def cmd_data_synth(args) -> int:
     return EXIT_OK
 
 
+# -- emodet data prepare / split -------------------------------------------------------------
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--val", type=_fraction_or_count, default=0.1,
+                   help="validation speakers: a fraction below 1 or a count (default: 0.1)")
+    p.add_argument("--test", type=_fraction_or_count, default=0.2,
+                   help="test speakers: a fraction below 1 or a count (default: 0.2)")
+    p.add_argument("--folds", type=int, default=5, help="k for the 'fold' column of k folds by speaker (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+
+
+def _fraction_or_count(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value >= 1 and value == int(value) else value
+
+
+def cmd_data_prepare(args) -> int:
+    from .data.corpora import prepare_corpus
+    from .data.labels import load_label_map, parse_label_list
+    from .data.manifest import write_manifest
+    from .data.splits import assign_splits, split_summary
+    from .io import atomic_write_csv
+
+    columns = parse_params(args.column, "--column")
+    result = prepare_corpus(args.corpus, args.root, load_label_map(args.label_map), parse_label_list(args.labels),
+                            args.speaker_pattern, {k: str(v) for k, v in columns.items()})
+    if not result.rows:
+        raise UsageError(f"--root {args.root}: no file parsed as corpus {result.corpus!r} "
+                         f"({len(result.failed)} failed, e.g. {result.failed[0]['path']}: {result.failed[0]['reason']})"
+                         if result.failed else f"--root {args.root}: no file left after --labels/--label-map")
+    assign_splits(result.rows, args.val, args.test, args.folds, args.seed)
+    out = Path(args.out)
+    write_manifest(out, result.rows)
+    unparsed = out.with_name(out.stem + ".unparsed.csv")
+    if result.failed:
+        atomic_write_csv(unparsed, result.failed, ["path", "reason"])
+    elif unparsed.exists():
+        unparsed.unlink()
+    n_spk = len({r["speaker"] for r in result.rows})
+    print(f"{result.corpus}: {len(result.rows)} files, {n_spk} speakers -> {out} (paths relative to {result.root})")
+    print(split_summary(result.rows))
+    notes = []
+    if result.dropped:
+        notes.append(f"{result.dropped} dropped by --label-map")
+    if result.excluded:
+        notes.append(f"{result.excluded} with labels outside --labels")
+    if notes:
+        print("  left out on purpose: " + ", ".join(notes))
+    if result.failed:
+        for item in result.failed[:10]:
+            print(f"  not parsed: {item['path']}: {item['reason']}", file=sys.stderr)
+        more = f", {len(result.failed) - 10} more" if len(result.failed) > 10 else ""
+        print(f"  {len(result.failed)} file(s) not in the manifest{more}; all listed in {unparsed}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_data_split(args) -> int:
+    from .data.manifest import read_manifest, write_manifest
+    from .data.splits import assign_splits, split_summary
+
+    rows = [{**r, "split": ""} for r in _read_manifest_unsplit(args.manifest)]
+    assign_splits(rows, args.val, args.test, args.folds, args.seed)
+    out = args.out or args.manifest
+    write_manifest(out, rows)
+    print(f"split {len(rows)} files by speaker (seed {args.seed}) -> {out}")
+    print(split_summary(rows))
+    return EXIT_OK
+
+
+def _read_manifest_unsplit(path):
+    """Read a manifest for re-splitting: its old split column may be anything."""
+    import csv
+
+    from .data.manifest import read_manifest
+
+    try:
+        return read_manifest(path)
+    except UsageError as exc:
+        if "is in both" not in str(exc):
+            raise
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+
 # -- emodet demo -----------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
@@ -126,6 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--speakers", type=int, default=8, help="number of speakers (default: 8)")
     ps.add_argument("--seed", type=int, default=0)
     ps.set_defaults(func=cmd_data_synth)
+
+    pp = data_sub.add_parser("prepare", help="parse a corpus into a manifest CSV with speaker-independent splits")
+    pp.add_argument("--corpus", required=True, help="emodb, ravdess, crema-d, tess, savee, folder, csv or auto")
+    pp.add_argument("--root", required=True, help="corpus folder (for --corpus csv: the CSV file)")
+    pp.add_argument("--out", required=True, help="manifest CSV to write")
+    pp.add_argument("--labels", help="keep only these canonical labels, e.g. neutral,happy,sad,angry")
+    pp.add_argument("--label-map", help="YAML/JSON/CSV mapping of labels to others (empty target drops a label)")
+    pp.add_argument("--speaker-pattern", help="--corpus folder: regex giving the speaker from the file name "
+                    "(group 'speaker' or the first group; default: the file name up to the first _ or -)")
+    pp.add_argument("--column", action="append", metavar="KEY=NAME",
+                    help="--corpus csv: the CSV's column for path, label or speaker, e.g. --column path=file")
+    _add_split_args(pp)
+    pp.set_defaults(func=cmd_data_prepare)
+
+    pl = data_sub.add_parser("split", help="(re)write the speaker-independent split and fold columns of a manifest")
+    pl.add_argument("--manifest", required=True)
+    pl.add_argument("--out", help="write here instead of replacing --manifest")
+    _add_split_args(pl)
+    pl.set_defaults(func=cmd_data_split)
 
     p = sub.add_parser("features", help="build a feature cache for a folder of audio")
     _add_features_args(p)

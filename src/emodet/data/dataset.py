@@ -1,0 +1,226 @@
+"""Map-style dataset over the feature cache, normalisation, padding and chunking.
+
+Items are ``(features, label, length)``: ``features`` a float32 tensor ``(F, T)``, ``label``
+an int index into ``labels``, ``length`` the number of valid frames ``T``. ``pad_collate``
+batches them to ``(B, F, T_max)`` with the lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UsageError
+from .cache import FeatureCache
+from .manifest import resolve_path
+
+NORMALIZE_MODES = ("none", "global", "speaker")
+
+
+def label_indices(rows: list[dict], labels: list[str], source: str = "manifest") -> list[int]:
+    """Index of each row's label in ``labels``; a label outside it is an error naming the row."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    out = []
+    for i, row in enumerate(rows):
+        if row["label"] not in index:
+            raise UsageError(f"{source}: row {i + 1} ({row['path']}) has label {row['label']!r}, "
+                             f"not one of data.labels: {', '.join(labels)}")
+        out.append(index[row["label"]])
+    return out
+
+
+def _moments(arrays: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over all frames of ``(F, T)`` arrays, per feature ``F``."""
+    total, total_sq, count = None, None, 0
+    for a in arrays:
+        a = np.asarray(a, dtype=np.float64)
+        if total is None:
+            total, total_sq = np.zeros(a.shape[0]), np.zeros(a.shape[0])
+        total += a.sum(1)
+        total_sq += (a**2).sum(1)
+        count += a.shape[1]
+    if total is None or count == 0:
+        raise UsageError("cannot compute normalisation statistics from no data")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32)
+
+
+@dataclass
+class Normalizer:
+    """Feature normalisation (z-score per feature dimension).
+
+    ``global``: one mean/std from the training split only. ``speaker``: one mean/std per
+    speaker from that speaker's own recordings (labels never used); a held-out speaker is
+    normalised with statistics of its own unlabelled test recordings, which reports state.
+    Per-speaker normalisation assumes each speaker shows several emotions.
+    """
+
+    mode: str = "none"
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    speakers: dict = field(default_factory=dict)  # speaker -> (mean, std)
+
+    @classmethod
+    def fit(cls, mode: str, rows: list[dict], load: Callable[[dict], np.ndarray]) -> "Normalizer":
+        """Statistics for ``mode`` from ``rows`` (``global``: pass the training rows only)."""
+        if mode in (None, False, "none"):
+            return cls("none")
+        if mode not in NORMALIZE_MODES:
+            raise UsageError(f"data.normalize {mode!r}: valid values are {', '.join(NORMALIZE_MODES)}")
+        if mode == "global":
+            mean, std = _moments(load(r) for r in rows)
+            return cls("global", mean, std)
+        by_speaker: dict[str, list[dict]] = {}
+        for r in rows:
+            by_speaker.setdefault(r["speaker"], []).append(r)
+        stats = {spk: _moments(load(r) for r in spk_rows) for spk, spk_rows in by_speaker.items()}
+        return cls("speaker", speakers=stats)
+
+    def __call__(self, feats: np.ndarray, speaker: str | None = None) -> np.ndarray:
+        if self.mode == "none":
+            return feats
+        if self.mode == "global":
+            mean, std = self.mean, self.std
+        else:
+            if speaker not in self.speakers:
+                raise UsageError(f"per-speaker normalisation has no statistics for speaker {speaker!r}")
+            mean, std = self.speakers[speaker]
+        return (feats - mean[:, None]) / std[:, None]
+
+    def to_dict(self) -> dict:
+        out = {"mode": self.mode}
+        if self.mode == "global":
+            out.update(mean=self.mean.tolist(), std=self.std.tolist())
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        if d.get("mode") == "global":
+            return cls("global", np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+        return cls(d.get("mode", "none"))
+
+
+def locate(row_path: str, root: str | Path | None, manifest_path: str | Path | None = None) -> tuple[Path, str]:
+    """``(base, key)`` under which the feature cache stores a manifest row's file.
+
+    Relative paths are keyed relative to the data root, so a moved corpus keeps its cache;
+    absolute paths are keyed by themselves.
+    """
+    p = Path(row_path)
+    if p.is_absolute():
+        return Path(p.anchor), p.relative_to(p.anchor).as_posix()
+    return resolve_path(".", root, manifest_path), p.as_posix()
+
+
+def frames_for_seconds(seconds: float | None, cache: FeatureCache) -> int | None:
+    """Frames of ``seconds`` of audio for the cache's feature (``None`` for no limit)."""
+    if seconds is None:
+        return None
+    hop = cache.params.get("hop_length") or int(round(0.010 * cache.sr))
+    return max(1, int(math.ceil(seconds * cache.sr / hop)))
+
+
+class FeatureDataset(Dataset):
+    """Cached features of manifest rows: items ``(features (F, T) float32, label int, length int)``.
+
+    ``train=True`` crops a random window of ``max_seconds`` from longer items (shorter ones are
+    padded later by ``pad_collate``); ``train=False`` returns the whole recording (or, with
+    ``max_seconds`` and ``crop_eval=True``, its first ``max_seconds``). Missing cache entries
+    are computed and stored. ``preload`` keeps every item in memory after the first read.
+    """
+
+    def __init__(self, rows: list[dict], root: str | Path | None, cache: FeatureCache, labels: list[str], *,
+                 train: bool = False, max_seconds: float | None = None, normalizer: Normalizer | None = None,
+                 preload: bool = True, manifest_path: str | Path | None = None, crop_eval: bool = False):
+        self.rows = list(rows)
+        self.root = Path(root) if root is not None else None
+        self.cache = cache
+        self.labels = list(labels)
+        self.targets = label_indices(self.rows, self.labels, str(manifest_path or "manifest"))
+        self.train = train
+        self.max_frames = frames_for_seconds(max_seconds, cache)
+        self.normalizer = normalizer or Normalizer("none")
+        self.manifest_path = manifest_path
+        self.crop_eval = crop_eval
+        self._memory: list[np.ndarray | None] | None = [None] * len(self.rows) if preload else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def raw_features(self, i: int) -> np.ndarray:
+        """Features of item ``i`` before normalisation and cropping, ``(F, T)``."""
+        if self._memory is not None and self._memory[i] is not None:
+            return self._memory[i]
+        base, rel = locate(self.rows[i]["path"], self.root, self.manifest_path)
+        try:
+            feats = np.asarray(self.cache.load(base, rel), dtype=np.float32)
+        except FileNotFoundError:
+            raise UsageError(f"{self.manifest_path or 'manifest'}, row {i + 1}: file not found: {Path(base, rel)}") from None
+        if self._memory is not None:
+            self._memory[i] = feats
+        return feats
+
+    def __getitem__(self, i: int):
+        feats = self.normalizer(self.raw_features(i), self.rows[i]["speaker"])
+        n = feats.shape[1]
+        if self.max_frames is not None and n > self.max_frames and (self.train or self.crop_eval):
+            start = int(torch.randint(0, n - self.max_frames + 1, (1,))) if self.train else 0
+            feats = feats[:, start:start + self.max_frames]
+        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+        return x, self.targets[i], x.shape[1]
+
+
+def pad_collate(batch):
+    """``[(F, T_i), label, length(, key)]`` -> ``x (B, F, T_max)`` zero-padded, ``y (B,)``, ``lengths (B,)`` (, keys)."""
+    feats, labels, lengths = zip(*(item[:3] for item in batch))
+    t_max = max(lengths)
+    x = feats[0].new_zeros((len(feats), feats[0].shape[0], t_max))
+    for i, f in enumerate(feats):
+        x[i, :, : f.shape[1]] = f
+    out = (x, torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(lengths, dtype=torch.long))
+    return out + ([item[3] for item in batch],) if len(batch[0]) > 3 else out
+
+
+def chunk_features(x: torch.Tensor, chunk_frames: int, hop_frames: int | None = None):
+    """Cut ``(F, T)`` into windows ``(n, F, chunk_frames)`` (the last one zero-padded) with their lengths."""
+    hop = hop_frames or chunk_frames
+    n_frames = x.shape[1]
+    starts = list(range(0, max(1, n_frames - chunk_frames + hop), hop)) or [0]
+    starts = [s for s in starts if s < n_frames] or [0]
+    out = x.new_zeros((len(starts), x.shape[0], chunk_frames))
+    lengths = []
+    for k, s in enumerate(starts):
+        piece = x[:, s:s + chunk_frames]
+        out[k, :, : piece.shape[1]] = piece
+        lengths.append(piece.shape[1])
+    return out, torch.as_tensor(lengths, dtype=torch.long)
+
+
+def chunk_collate(chunk_frames: int, hop_frames: int | None = None):
+    """A collate function that cuts each item into chunks; returns ``x, y, lengths, owner`` (item of each chunk)."""
+
+    def collate(batch):
+        xs, ls, owners = [], [], []
+        for k, (feats, _, _) in enumerate(batch):
+            chunks, lengths = chunk_features(feats, chunk_frames, hop_frames)
+            xs.append(chunks)
+            ls.append(lengths)
+            owners += [k] * len(chunks)
+        y = torch.as_tensor([b[1] for b in batch], dtype=torch.long)
+        return torch.cat(xs), y, torch.cat(ls), torch.as_tensor(owners, dtype=torch.long)
+
+    return collate
+
+
+def pool_chunks(outputs: torch.Tensor, owner: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Average chunk outputs ``(n_chunks, C)`` per item: ``(n_items, C)``."""
+    sums = outputs.new_zeros((n_items, outputs.shape[1])).index_add_(0, owner, outputs)
+    counts = torch.bincount(owner, minlength=n_items).clamp(min=1).to(outputs.dtype)
+    return sums / counts[:, None]

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from emodet.data.cache import FeatureCache
+from emodet.data.corpora import prepare_corpus
+from emodet.data.dataset import (FeatureDataset, Normalizer, chunk_collate, chunk_features, pad_collate,
+                                 pool_chunks)
+from emodet.data.splits import assign_splits
+from emodet.errors import UsageError
+
+LABELS = ["neutral", "happy", "sad", "angry", "fearful"]
+
+
+@pytest.fixture(scope="module")
+def manifest_rows(synth_corpus):
+    rows = prepare_corpus("folder", synth_corpus).rows
+    return assign_splits(rows, val=1, test=1, folds=None, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return FeatureCache(tmp_path_factory.mktemp("cache"), "logmel", {"n_mels": 32})
+
+
+def test_items_shapes_and_labels(manifest_rows, synth_corpus, cache):
+    ds = FeatureDataset(manifest_rows, synth_corpus, cache, LABELS)
+    x, y, n = ds[0]
+    assert x.dtype == torch.float32 and x.shape == (32, n) and n > 50
+    assert LABELS[y] == manifest_rows[0]["label"]
+    np.testing.assert_allclose(x.numpy(), cache.compute(synth_corpus / manifest_rows[0]["path"]), atol=1e-4)
+
+
+def test_train_crop_and_collate(manifest_rows, synth_corpus, cache):
+    ds = FeatureDataset(manifest_rows, synth_corpus, cache, LABELS, train=True, max_seconds=0.5)
+    torch.manual_seed(0)
+    a = ds[1][0]
+    assert a.shape == (32, 50)
+    full = ds.raw_features(1)
+    start = [s for s in range(full.shape[1] - 49) if np.allclose(full[:, s:s + 50], a.numpy())]
+    assert start, "the crop is a window of the full features"
+    batch = [ds[i] for i in range(4)]
+    x, y, lengths = pad_collate([(torch.ones(3, 5), 1, 5), (torch.ones(3, 2), 0, 2)])
+    assert x.shape == (2, 3, 5) and lengths.tolist() == [5, 2] and y.tolist() == [1, 0]
+    assert x[1, :, 2:].abs().sum() == 0 and x[1, :, :2].sum() == 6
+    loader = DataLoader(ds, batch_size=4, collate_fn=pad_collate)
+    xb, yb, lb = next(iter(loader))
+    assert xb.shape == (4, 32, 50) and (lb == 50).all() and len(batch) == 4
+    # evaluation: full length, or the first max_seconds with crop_eval
+    ev = FeatureDataset(manifest_rows, synth_corpus, cache, LABELS, max_seconds=0.5)
+    assert ev[1][2] == full.shape[1]
+    assert FeatureDataset(manifest_rows, synth_corpus, cache, LABELS, max_seconds=0.5, crop_eval=True)[1][2] == 50
+
+
+def test_global_normalisation_uses_training_split_only(manifest_rows, synth_corpus, cache):
+    train = [r for r in manifest_rows if r["split"] == "train"]
+    test = [r for r in manifest_rows if r["split"] == "test"]
+    probe = FeatureDataset(manifest_rows, synth_corpus, cache, LABELS)
+    index = {r["path"]: i for i, r in enumerate(manifest_rows)}
+    norm = Normalizer.fit("global", train, lambda r: probe.raw_features(index[r["path"]]))
+    frames = np.concatenate([probe.raw_features(index[r["path"]]) for r in train], axis=1)
+    np.testing.assert_allclose(norm.mean, frames.mean(1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(norm.std, frames.std(1), rtol=1e-4, atol=1e-3)
+    all_frames = np.concatenate([probe.raw_features(i) for i in range(len(manifest_rows))], axis=1)
+    assert not np.allclose(norm.mean, all_frames.mean(1), atol=1e-3)  # test data did not leak in
+    ds = FeatureDataset(test, synth_corpus, cache, LABELS, normalizer=norm)
+    x = ds[0][0].numpy()
+    np.testing.assert_allclose(x, (probe.raw_features(index[test[0]["path"]]) - norm.mean[:, None]) / norm.std[:, None],
+                               atol=1e-5)
+    assert Normalizer.from_dict(norm.to_dict()).mean.tolist() == norm.mean.tolist()
+
+
+def test_per_speaker_normalisation(manifest_rows, synth_corpus, cache):
+    probe = FeatureDataset(manifest_rows, synth_corpus, cache, LABELS)
+    index = {r["path"]: i for i, r in enumerate(manifest_rows)}
+    norm = Normalizer.fit("speaker", manifest_rows, lambda r: probe.raw_features(index[r["path"]]))
+    assert set(norm.speakers) == {"spk01", "spk02", "spk03"}
+    ds = FeatureDataset(manifest_rows, synth_corpus, cache, LABELS, normalizer=norm)
+    for spk in norm.speakers:
+        frames = np.concatenate([ds[i][0].numpy() for i, r in enumerate(manifest_rows) if r["speaker"] == spk], 1)
+        np.testing.assert_allclose(frames.mean(1), 0, atol=1e-3)
+        np.testing.assert_allclose(frames.std(1), 1, atol=1e-3)
+    with pytest.raises(UsageError, match="no statistics for speaker 'nobody'"):
+        norm(np.zeros((32, 3), np.float32), "nobody")
+    with pytest.raises(UsageError, match="valid values are none, global, speaker"):
+        Normalizer.fit("per-speaker", manifest_rows, lambda r: None)
+
+
+def test_chunked_evaluation_pools_per_item():
+    x = torch.arange(2 * 10, dtype=torch.float32).reshape(2, 10)
+    chunks, lengths = chunk_features(x, 4)
+    assert chunks.shape == (3, 2, 4) and lengths.tolist() == [4, 4, 2]
+    assert chunks[2, 0].tolist() == [8, 9, 0, 0]
+    collate = chunk_collate(4)
+    xb, yb, lb, owner = collate([(x, 1, 10), (x[:, :3], 0, 3)])
+    assert xb.shape == (4, 2, 4) and owner.tolist() == [0, 0, 0, 1] and yb.tolist() == [1, 0]
+    pooled = pool_chunks(torch.tensor([[1.0, 0], [3, 0], [5, 0], [7, 1]]), owner, 2)
+    assert pooled.tolist() == [[3.0, 0.0], [7.0, 1.0]]
+
+
+def test_unknown_label_and_missing_file_are_named(manifest_rows, synth_corpus, cache):
+    with pytest.raises(UsageError, match=r"has label 'angry', not one of data.labels: neutral, happy"):
+        FeatureDataset(manifest_rows, synth_corpus, cache, ["neutral", "happy"])
+    rows = [dict(manifest_rows[0], path="neutral/nope.wav")]
+    ds = FeatureDataset(rows, synth_corpus, cache, LABELS)
+    with pytest.raises(UsageError, match="row 1: file not found: .*nope.wav"):
+        ds[0]
