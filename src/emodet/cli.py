@@ -183,11 +183,57 @@ def _read_manifest_unsplit(path):
             return list(csv.DictReader(fh))
 
 
+# -- emodet train ----------------------------------------------------------------------------
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    p.add_argument("--run-name", required=True, help="name of the run directory under --runs-dir")
+    p.add_argument("--data-root", help="corpus folder (sets data.root)")
+    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE", dest="overrides",
+                   help="override one config key, e.g. --set training.epochs=3 (repeatable)")
+    p.add_argument("--runs-dir", default="runs", help="folder of run directories (default: runs)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.add_argument("--teacher", help="run or ensemble directory to distil from (sets training.distill.teacher)")
+    p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (sets training.distill.weight)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _config_from_args(args) -> dict:
+    from .config import load_config
+
+    overrides = list(args.overrides or [])
+    if getattr(args, "teacher", None):
+        overrides.append(f"training.distill.teacher={args.teacher}")
+    if getattr(args, "distill_weight", None) is not None:
+        overrides.append(f"training.distill.weight={args.distill_weight}")
+    return load_config(args.config, overrides, args.data_root)
+
+
+def cmd_train(args) -> int:
+    from .distributed import maybe_init_distributed
+    from .experiment import run_experiment
+
+    cfg = _config_from_args(args)
+    dist = maybe_init_distributed(cfg)
+    try:
+        metrics = run_experiment(cfg, args.run_name, args.runs_dir, resume=args.resume,
+                                 progress=False if args.no_progress else None, distributed=dist)
+    finally:
+        if dist is not None:
+            dist.close()
+    if metrics:
+        split = "test" if "test" in metrics else "val"
+        print(f"{args.run_name}: {split} UAR {metrics[split]['uar']:.3f}  WA {metrics[split]['wa']:.3f}  "
+              f"macro-F1 {metrics[split]['macro_f1']:.3f}  (best epoch {metrics['best_epoch']}, "
+              f"speakers held out: {', '.join(metrics[split]['speakers'])}) -> {Path(args.runs_dir) / args.run_name}")
+        return EXIT_FAILED if metrics.get("skipped_files") else EXIT_OK
+    return EXIT_OK
+
+
 # -- emodet demo -----------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.out, per_class=args.per_class, speakers=args.speakers, seed=args.seed)
+    return run_demo(args.out, per_class=args.per_class, speakers=args.speakers, seed=args.seed, epochs=args.epochs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=12, help="utterances per class and speaker (default: 12)")
     p.add_argument("--speakers", type=int, default=8, help="number of speakers (default: 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="epochs of each demo model (default: the demo's own)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="corpora: synthesise, prepare manifests")
@@ -229,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="write here instead of replacing --manifest")
     _add_split_args(pl)
     pl.set_defaults(func=cmd_data_split)
+
+    p = sub.add_parser("train", help="train and test one model from an experiment config")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("features", help="build a feature cache for a folder of audio")
     _add_features_args(p)

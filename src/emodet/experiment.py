@@ -1,0 +1,261 @@
+"""One experiment from a config: data -> features -> model -> train_loop -> test metrics -> run directory.
+
+    run_experiment(load_config("configs/resnet_mfcc.yaml", data_root="..."), "resnet_mfcc_v1")
+
+The run directory holds ``config.yaml`` (resolved), ``manifest.csv`` (with the split used),
+``history.csv``, ``metrics.json``, ``checkpoints/{best,last}.pt``, ``confusion_matrix.png``,
+``curves.png`` and TensorBoard events (``tb/``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from . import __version__
+from .config import check_data_root, dump_config, load_config
+from .data.cache import FeatureCache
+from .data.corpora import prepare_corpus
+from .data.dataset import FeatureDataset, Normalizer, chunk_collate, frames_for_seconds, locate, pad_collate
+from .data.labels import CANONICAL_LABELS, load_label_map
+from .data.manifest import read_manifest, write_manifest
+from .data.splits import assign_splits
+from .errors import UsageError
+from .evaluation.metrics import classification_metrics
+from .evaluation.report import plot_confusion, plot_curves
+from .features import get_feature_spec, load_plugins
+from .io import atomic_write_csv, atomic_write_json, atomic_write_text
+from .models import build_model, count_parameters
+from .training.checkpoint import load_checkpoint
+from .training.loop import TrainConfig, predict_logits, train_loop
+
+
+def train_config_from(cfg: dict) -> TrainConfig:
+    t = cfg["training"]
+    return TrainConfig(
+        epochs=t["epochs"], lr=float(t["lr"]), weight_decay=float(t["weight_decay"]), optimizer=t["optimizer"],
+        scheduler=t["scheduler"], amp=t["amp"], early_stopping_metric=t["early_stopping"]["metric"],
+        patience=t["early_stopping"]["patience"], min_delta=float(t["early_stopping"]["min_delta"]),
+        loss=t["loss"]["type"], gamma=float(t["loss"]["gamma"]), class_weights=t["loss"]["class_weights"],
+        label_smoothing=float(t["loss"]["label_smoothing"]), specaugment=t["augment"]["specaugment"],
+        freq_masks=t["augment"]["freq_masks"], freq_width=t["augment"]["freq_width"],
+        time_masks=t["augment"]["time_masks"], time_width=t["augment"]["time_width"],
+        mixup=float(t["augment"]["mixup"]), distill_weight=float(t["distill"]["weight"]),
+        distill_temperature=float(t["distill"]["temperature"]), grad_clip=float(t["grad_clip"]), seed=t["seed"],
+        device=t["device"])
+
+
+@dataclass
+class PreparedData:
+    rows: list
+    root: Path | None
+    manifest_path: Path | None
+    labels: list
+    cache: FeatureCache
+    skipped: list
+
+
+def prepare_data(cfg: dict, run_dir: Path | None = None, progress: bool | None = None) -> PreparedData:
+    """Manifest (given, or parsed from ``data.root``), split, labels, and a complete feature cache."""
+    d = cfg["data"]
+    root = check_data_root(cfg)
+    load_plugins(cfg["features"]["plugins"])
+    if d["manifest"]:
+        manifest_path = Path(d["manifest"])
+        rows = read_manifest(manifest_path)
+    else:
+        result = prepare_corpus(d["corpus"], root, load_label_map(d["label_map"]), None, d["speaker_pattern"])
+        if not result.rows:
+            raise UsageError(f"data.root {root}: no file parsed as corpus {result.corpus!r}; set data.corpus "
+                             "(emodb, ravdess, crema-d, tess, savee, folder, csv)")
+        rows, manifest_path = result.rows, None
+        for item in result.failed:
+            print(f"  not parsed: {item['path']}: {item['reason']}")
+    labels = d["labels"] or sorted({r["label"] for r in rows},
+                                   key=lambda x: (CANONICAL_LABELS.index(x) if x in CANONICAL_LABELS else 99, x))
+    unknown = [lab for lab in labels if lab not in {r["label"] for r in rows}]
+    if unknown:
+        raise UsageError(f"data.labels: no recording has label {unknown[0]!r}; labels in the data: "
+                         f"{', '.join(sorted({r['label'] for r in rows}))}")
+    rows = [r for r in rows if r["label"] in labels]
+    if d["split"]["method"] == "speaker" or not any(r.get("split") for r in rows):
+        assign_splits(rows, d["split"]["val"], d["split"]["test"], folds=None, seed=d["split"]["seed"])
+    cache = FeatureCache(cfg["features"]["cache_dir"], cfg["features"]["type"], cfg["features"]["params"],
+                         sr=d["sample_rate"])
+    skipped = []
+    groups: dict[Path, list[str]] = {}
+    for r in rows:
+        base, rel = locate(r["path"], root, manifest_path)
+        groups.setdefault(base, []).append(rel)
+    for base, rels in groups.items():
+        report = cache.build(base, rels, progress=progress, plugins=cfg["features"]["plugins"])
+        skipped += report.failed
+    if skipped:
+        bad = {s["path"] for s in skipped}
+        rows = [r for r in rows if locate(r["path"], root, manifest_path)[1] not in bad]
+        for s in skipped:
+            print(f"  skipped: {s['error']}")
+    if run_dir is not None:
+        write_manifest(run_dir / "manifest.csv", rows)
+        if skipped:
+            atomic_write_csv(run_dir / "skipped.csv", skipped, ["path", "error"])
+    return PreparedData(rows, root, manifest_path, labels, cache, skipped)
+
+
+def fit_normalizer(cfg: dict, data: PreparedData, rows_for_speakers: list | None = None) -> Normalizer:
+    """``global``: statistics of the training split; ``speaker``: each speaker's own recordings."""
+    mode = cfg["data"]["normalize"]
+
+    def load(r):
+        return data.cache.load(*locate(r["path"], data.root, data.manifest_path))
+
+    if mode == "global":
+        return Normalizer.fit(mode, [r for r in data.rows if r.get("split") == "train"], load)
+    return Normalizer.fit(mode, rows_for_speakers if rows_for_speakers is not None else data.rows, load)
+
+
+def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, train_sampler=None):
+    """DataLoaders for the given ``{split: rows}``; training shuffles with its own seeded generator."""
+    d, t = cfg["data"], cfg["training"]
+    loaders = {}
+    for split, rows in rows_by_split.items():
+        train = split == "train"
+        ds = FeatureDataset(rows, data.root, data.cache, data.labels, train=train, max_seconds=d["max_seconds"],
+                            normalizer=normalizer, manifest_path=data.manifest_path)
+        if not len(ds):
+            raise UsageError(f"the {split} split is empty; check data.split (val/test speakers) and data.labels")
+        collate = pad_collate
+        if not train and d["eval_chunk_seconds"]:
+            collate = chunk_collate(frames_for_seconds(d["eval_chunk_seconds"], data.cache))
+        generator = torch.Generator().manual_seed(t["seed"]) if train else None
+        loaders[split] = DataLoader(ds, batch_size=t["batch_size"], shuffle=train and train_sampler is None,
+                                    sampler=train_sampler if train else None, generator=generator,
+                                    collate_fn=collate, num_workers=d["num_workers"],
+                                    persistent_workers=d["num_workers"] > 0)
+    return loaders
+
+
+def input_shape(data: PreparedData) -> tuple:
+    first = data.rows[0]
+    feats = data.cache.load(*locate(first["path"], data.root, data.manifest_path))
+    return (int(feats.shape[0]), int(feats.shape[1]))
+
+
+def load_teacher(spec: str | None, device="cpu"):
+    """A frozen teacher from a run directory or an ensemble directory: ``fn(x, lengths) -> logits``."""
+    if not spec:
+        return None
+    from .ensemble import load_predictor
+
+    model = load_predictor(spec, device)
+
+    def teacher(x, lengths):
+        with torch.no_grad():
+            return model(x, lengths)
+
+    return teacher
+
+
+def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resume: bool = False,
+                   progress: bool | None = None, distributed=None) -> dict:
+    """Train and test one model; returns the test metrics (also in ``metrics.json``)."""
+    run_dir = Path(runs_dir) / run_name
+    is_main = distributed is None or distributed.is_main
+    if (run_dir / "config.yaml").exists() and not resume:
+        raise UsageError(f"run directory {run_dir} already holds a run: pass --resume to continue it, "
+                         "or choose another --run-name")
+    if resume and (run_dir / "config.yaml").exists():
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        if saved != json.loads(json.dumps(cfg)):
+            raise UsageError(f"--resume: the config differs from the one {run_dir} was started with "
+                             "(resume needs the same config; start a new --run-name for a new one)")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    t0 = time.perf_counter()
+    data = prepare_data(cfg, run_dir if is_main else None, progress)
+    by_split = {s: [r for r in data.rows if r["split"] == s] for s in ("train", "val", "test")}
+    if not by_split["val"]:
+        raise UsageError("no validation speakers: early stopping and model selection need data.split.val > 0")
+    normalizer = fit_normalizer(cfg, data)
+    sampler = distributed.make_sampler(len(by_split["train"]), cfg["training"]["seed"]) if distributed else None
+    loaders = make_loaders(cfg, data, normalizer, by_split if by_split["test"] else
+                           {k: v for k, v in by_split.items() if k != "test"}, sampler)
+    model = build_model(cfg["model"]["name"], len(data.labels), input_shape(data), cfg["model"]["preset"],
+                        **cfg["model"]["params"])
+    train_cfg = train_config_from(cfg)
+    teacher = load_teacher(cfg["training"]["distill"]["teacher"], "cpu")
+    writer = _tensorboard(run_dir) if is_main else None
+    if distributed is not None:
+        model = distributed.wrap(model)
+    if is_main:
+        print(f"{run_name}: {cfg['model']['name']} ({cfg['model']['preset']}, {count_parameters(model):,} parameters) "
+              f"on {cfg['features']['type']}; {len(by_split['train'])} train / {len(by_split['val'])} val / "
+              f"{len(by_split['test'])} test recordings; labels {', '.join(data.labels)}", flush=True)
+    result = train_loop(model, loaders["train"], loaders["val"], train_cfg, data.labels, run_dir=run_dir, resume=resume,
+                        teacher=teacher, progress=progress, writer=writer, is_main=is_main,
+                        reduce_metrics=distributed.gather if distributed else None)
+    if writer is not None:
+        writer.close()
+    if not is_main:
+        return {}
+    core = model.module if hasattr(model, "module") else model
+    core.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
+    device = next(core.parameters()).device
+    metrics = {"run": run_name, "emodet_version": __version__, "best_epoch": result.best_epoch,
+               "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+               "parameters": count_parameters(core), "normalize": cfg["data"]["normalize"],
+               "train_seconds": round(time.perf_counter() - t0, 1)}
+    if cfg["data"]["normalize"] == "speaker":
+        metrics["normalize_note"] = ("per-speaker normalisation: each test speaker's features were normalised with "
+                                     "statistics of that speaker's own unlabelled test recordings")
+    for split in ("val", "test"):
+        if split in loaders:
+            logits, targets = predict_logits(core, loaders[split], device, cfg["training"]["amp"])
+            m = classification_metrics(targets.numpy(), logits.argmax(1).numpy(), data.labels)
+            m["speakers"] = sorted({r["speaker"] for r in by_split[split]})
+            metrics[split] = m
+    if "test" in metrics:  # the design's contract: test figures at the top level
+        metrics.update({k: metrics["test"][k] for k in ("uar", "wa", "macro_f1", "labels", "confusion_matrix",
+                                                          "per_class")})
+    metrics["model"] = {"name": cfg["model"]["name"], "preset": cfg["model"]["preset"], "params": cfg["model"]["params"],
+                        "input_shape": list(input_shape(data))}
+    metrics["features"] = {"type": data.cache.feature, "params": data.cache.params, "sample_rate": data.cache.sr}
+    metrics["normalizer"] = normalizer.to_dict()
+    metrics["skipped_files"] = len(data.skipped)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    split_for_plot = "test" if "test" in metrics else "val"
+    plot_confusion(metrics[split_for_plot]["confusion_matrix"], data.labels, run_dir / "confusion_matrix.png",
+                   f"{run_name}: {split_for_plot} UAR {metrics[split_for_plot]['uar']:.3f}")
+    if result.history:
+        plot_curves(result.history, run_dir / "curves.png", run_name)
+    return metrics
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: the run still has history.csv and curves.png
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def load_run(run_dir: str | Path, device="cpu"):
+    """``(model, config, metrics)`` of a finished run directory, the model in eval mode with its best weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.json").is_file():
+        raise UsageError(f"{run_dir} is not a finished run directory (it needs config.yaml and metrics.json; "
+                         "train one with `emodet train`)")
+    cfg = load_config(run_dir / "config.yaml")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    model = build_model(cfg["model"]["name"], len(metrics["labels"] if "labels" in metrics else metrics["val"]["labels"]),
+                        tuple(metrics["model"]["input_shape"]), cfg["model"]["preset"], **cfg["model"]["params"])
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)["model"])
+    return model.to(device).eval(), cfg, metrics

@@ -1,0 +1,86 @@
+"""ONNX export of a model (and optionally its feature front end) with the dynamo exporter."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UsageError
+from ..io import atomic_write_bytes
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter prints progress and warnings about optional packages; keep them off the user's screen."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+class _WithLengths(nn.Module):
+    """Wraps a model so its ONNX graph takes ``x (B, F, T)`` and ``lengths (B,)`` int64."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model(x, lengths)
+
+
+def export_onnx(model: nn.Module, path: str | Path, example_inputs: tuple, input_names: list[str],
+                dynamic_shapes: dict, opset: int = 18, metadata: dict | None = None) -> Path:
+    """Export ``model`` with ``torch.onnx.export(dynamo=True)`` and write the file atomically."""
+    import onnx
+
+    model = model.eval()
+    torch._dynamo.reset()  # a fresh tracer: state from an earlier export can specialise dynamic dimensions
+    with _quiet():
+        program = torch.onnx.export(model, example_inputs, input_names=input_names, output_names=["logits"],
+                                    dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True,
+                                    external_data=False, verbose=False)
+    proto = program.model_proto
+    if metadata:
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = str(key), str(value)
+    path = Path(path)
+    atomic_write_bytes(path, proto.SerializeToString())
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def export_classifier(model: nn.Module, path: str | Path, n_features: int, opset: int = 18,
+                      metadata: dict | None = None) -> Path:
+    """A classifier over features: inputs ``features (B, F, T)`` float32 and ``lengths (B,)`` int64."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    frames = torch.export.Dim("frames", min=8, max=1_000_000)
+    example = (torch.randn(2, n_features, 64), torch.tensor([64, 40]))
+    return export_onnx(_WithLengths(model), path, example, ["features", "lengths"],
+                       {"x": {0: batch, 2: frames}, "lengths": {0: batch}}, opset, metadata)
+
+
+def onnx_logits(path: str | Path, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Run an exported classifier in ONNX Runtime (one thread)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"features": features.astype(np.float32), "lengths": lengths.astype(np.int64)})[0]

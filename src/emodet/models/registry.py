@@ -1,0 +1,79 @@
+"""Model registry (timm's pattern): a dict of name -> builder plus a decorator.
+
+``build_model(name, n_classes, input_shape, preset="base", **params)``: ``input_shape`` is
+``(n_features, n_frames)`` of one item (``n_frames`` may be ``None``); every model maps
+``x (B, F, T)`` and optional ``lengths (B,)`` to logits ``(B, n_classes)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..errors import UnknownNameError, UsageError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    cls: Callable[..., nn.Module]
+    presets: dict
+    description: str
+
+
+_MODEL_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, presets: dict | None = None, override: bool = False, description: str | None = None):
+    """Class decorator registering a model family; ``presets`` maps preset names to parameters."""
+
+    def decorator(cls):
+        if name in _MODEL_REGISTRY and not override:
+            raise UsageError(f"model name {name!r} is already registered; pass override=True to replace it")
+        doc = description if description is not None else (cls.__doc__ or "").strip().split("\n")[0]
+        _MODEL_REGISTRY[name] = ModelEntry(name, cls, dict(presets or {"base": {}}), doc)
+        return cls
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    return sorted(_MODEL_REGISTRY)
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    try:
+        return _MODEL_REGISTRY[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), list_models(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownNameError(f"unknown model {name!r}{hint}; known models: {', '.join(list_models())}") from None
+
+
+def build_model(name: str, n_classes: int, input_shape: tuple, preset: str = "base", **params) -> nn.Module:
+    """Build model ``name`` for ``n_classes`` classes and items of ``input_shape = (F, T)``."""
+    entry = get_model_entry(name)
+    if preset not in entry.presets:
+        raise UsageError(f"model {name!r} has no preset {preset!r}; presets: {', '.join(entry.presets)}")
+    if not isinstance(n_classes, int) or n_classes < 2:
+        raise UsageError(f"a classifier needs at least 2 classes, got {n_classes!r}")
+    signature = inspect.signature(entry.cls.__init__)
+    valid = [p for p in signature.parameters if p not in ("self", "n_classes", "n_features")]
+    unknown = [k for k in params if k not in valid]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"model {name!r} has no parameter {unknown[0]!r}{hint}; valid parameters: {', '.join(valid)}")
+    kwargs = {**entry.presets[preset], **params}
+    try:
+        return entry.cls(n_classes=n_classes, n_features=int(input_shape[0]), **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"model {name!r}: {exc}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

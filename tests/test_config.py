@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from emodet.config import check_data_root, default_config, load_config
+from emodet.errors import UsageError
+
+from conftest import REPO
+
+CONFIGS = ["fc_mfcc", "resnet_mfcc", "lstm_mfcc", "resnet_logmel", "fc_compare"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_validate_and_only_need_a_data_root(name, tmp_path):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    with pytest.raises(UsageError, match=r"data.root is a placeholder \('DATA_ROOT_PLACEHOLDER'\): pass --data-root DIR"):
+        check_data_root(cfg)
+    cfg = load_config(REPO / "configs" / f"{name}.yaml", data_root=str(tmp_path))
+    assert check_data_root(cfg) == tmp_path
+
+
+def test_unknown_key_names_closest(tmp_path):
+    (tmp_path / "c.yaml").write_text("training:\n  epoch: 3\n")
+    with pytest.raises(UsageError, match=r"unknown key 'training.epoch'; did you mean 'training.epochs'\?"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text("modle:\n  name: fc\n")
+    with pytest.raises(UsageError, match=r"unknown key 'modle'; did you mean 'model'\?"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(UsageError, match=r"--set training.early_stopping.patiense: unknown key .*did you mean 'training.early_stopping.patience'"):
+        load_config(None, ["training.early_stopping.patiense=3"])
+
+
+def test_wrong_types_and_values(tmp_path):
+    (tmp_path / "c.yaml").write_text("training:\n  epochs: ten\n")
+    with pytest.raises(UsageError, match=r"training.epochs must be integer, got 'ten'"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(UsageError, match="training.amp must be true/false, got 1"):
+        load_config(None, ["training.amp=1"])
+    with pytest.raises(UsageError, match="data.normalize must be one of none, global, speaker, got 'per_speaker'"):
+        load_config(None, ["data.normalize=per_speaker"])
+    with pytest.raises(UsageError, match="training.epochs must be at least 1"):
+        load_config(None, ["training.epochs=0"])
+    with pytest.raises(UsageError, match="expected key.sub=value"):
+        load_config(None, ["training.epochs"])
+    (tmp_path / "bad.yaml").write_text("training: [unclosed\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(UsageError, match="must be a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_overrides_and_defaults():
+    cfg = load_config(None, ["training.epochs=3", "model.params={hidden: [8]}", "training.lr=2e-3"], data_root="/x")
+    assert cfg["training"]["epochs"] == 3 and cfg["model"]["params"] == {"hidden": [8]}
+    assert cfg["training"]["lr"] == 0.002 and cfg["data"]["root"] == "/x"
+    assert default_config()["training"]["early_stopping"]["metric"] == "uar"
+
+
+def test_data_root_errors(tmp_path):
+    for root in ("D:/DATA/EmotionDataset", "DATA_ROOT_PLACEHOLDER"):
+        with pytest.raises(UsageError, match="placeholder.*--data-root"):
+            check_data_root(load_config(None, data_root=root))
+    with pytest.raises(UsageError, match=r"data.root '.*nope': no such folder \(pass --data-root"):
+        check_data_root(load_config(None, data_root=str(tmp_path / "nope")))
+    with pytest.raises(UsageError, match="no data: set data.root"):
+        check_data_root(load_config(None))
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    (tmp_path / "evil.yaml").write_text("training: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_config(tmp_path / "evil.yaml")

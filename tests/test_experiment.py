@@ -1,0 +1,77 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_cli
+
+FAST = ["--set", "training.epochs=2", "--set", "data.split.val=1", "--set", "data.split.test=1",
+        "--set", "model.preset=tiny", "--no-progress"]
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, synth_corpus):
+    out = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "r1",
+                  "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs",
+                  "--set", f"features.cache_dir={tmp_path / 'cache'}", *FAST)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "runs" / "r1"
+    for name in ("config.yaml", "history.csv", "metrics.json", "manifest.csv", "checkpoints/best.pt",
+                 "checkpoints/last.pt", "confusion_matrix.png", "curves.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("uar", "wa", "macro_f1", "labels", "confusion_matrix", "per_class"):
+        assert key in metrics
+    assert sum(map(sum, metrics["confusion_matrix"])) == 15  # one test speaker x 15 files
+    assert len(list(csv.DictReader(open(run / "history.csv")))) == 2
+    manifest = list(csv.DictReader(open(run / "manifest.csv")))
+    test_speakers = {r["speaker"] for r in manifest if r["split"] == "test"}
+    assert set(metrics["test"]["speakers"]) == test_speakers and len(test_speakers) == 1
+    assert not test_speakers & {r["speaker"] for r in manifest if r["split"] != "test"}
+    assert "test UAR" in out.stdout
+    again = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "r1",
+                    "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", *FAST)
+    assert again.returncode == 2 and "already holds a run: pass --resume" in again.stderr
+
+
+def test_original_entry_point_and_config_errors(tmp_path, synth_corpus):
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "run_experiment.py"), "--config",
+                          str(REPO / "configs" / "fc_mfcc.yaml"), "--run-name", "fc1", "--data-root", str(synth_corpus),
+                          "--runs-dir", str(tmp_path / "runs"), "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    placeholder = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x")
+    assert placeholder.returncode == 2
+    assert "data.root is a placeholder ('DATA_ROOT_PLACEHOLDER'): pass --data-root DIR" in placeholder.stderr
+    assert "Traceback" not in placeholder.stderr
+    typo = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x", "--data-root",
+                   synth_corpus, "--set", "training.batchsize=4")
+    assert typo.returncode == 2 and "did you mean 'training.batch_size'" in typo.stderr
+
+
+def test_resume_continues_a_finished_or_cut_run(tmp_path, synth_corpus):
+    args = ["train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "fc2", "--data-root", synth_corpus,
+            "--runs-dir", tmp_path / "runs", "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST]
+    assert run_cli(*args).returncode == 0
+    first = json.loads((tmp_path / "runs" / "fc2" / "metrics.json").read_text())
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "runs" / "fc2" / "metrics.json").read_text())["uar"] == first["uar"]
+    changed = run_cli(*args[:-1], "--no-progress", "--set", "training.lr=0.5", "--resume")
+    assert changed.returncode == 2 and "config differs" in changed.stderr
+
+
+def test_distillation_from_a_run_directory(tmp_path, synth_corpus):
+    base = ["--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set", f"features.cache_dir={tmp_path / 'c'}"]
+    assert run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "teacher",
+                   *base, *FAST).returncode == 0
+    out = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "student", *base, *FAST,
+                  "--teacher", tmp_path / "runs" / "teacher", "--distill-weight", "0.7")
+    assert out.returncode == 0, out.stderr
+    cfg = (tmp_path / "runs" / "student" / "config.yaml").read_text()
+    assert "weight: 0.7" in cfg and "teacher" in cfg
+    bad = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s2", *base, *FAST,
+                  "--teacher", tmp_path / "nothing")
+    assert bad.returncode == 2 and "is not a finished run directory" in bad.stderr

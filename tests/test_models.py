@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from emodet.errors import UnknownNameError, UsageError
+from emodet.models import _MODEL_REGISTRY, build_model, count_parameters, list_models, register_model
+
+FAMILIES = ["fc", "resnet", "lstm", "crnn"]
+
+
+def test_registry_lists_families_and_errors():
+    assert set(FAMILIES) <= set(list_models()) and set(FAMILIES) <= set(_MODEL_REGISTRY)
+    with pytest.raises(UnknownNameError, match=r"unknown model 'resnt' \(did you mean 'resnet'\?\); known models: crnn, fc"):
+        build_model("resnt", 4, (40, 100))
+    with pytest.raises(UsageError, match=r"model 'lstm' has no parameter 'hiden' \(did you mean 'hidden'\?\)"):
+        build_model("lstm", 4, (40, 100), hiden=3)
+    with pytest.raises(UsageError, match="no preset 'huge'; presets: base, tiny"):
+        build_model("fc", 4, (40, 100), preset="huge")
+    with pytest.raises(UsageError, match="already registered"):
+        register_model("fc")(torch.nn.Linear)
+    with pytest.raises(UsageError, match="at least 2 classes"):
+        build_model("fc", 1, (40, 100))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("preset", ["base", "tiny"])
+def test_forward_backward_shapes(name, preset):
+    torch.manual_seed(0)
+    model = build_model(name, 7, (40, 120), preset=preset)
+    x = torch.randn(4, 40, 120)
+    lengths = torch.tensor([120, 100, 33, 9])
+    logits = model(x, lengths)
+    assert logits.shape == (4, 7) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    assert model(x).shape == (4, 7)  # lengths optional
+    if preset == "tiny":
+        assert count_parameters(model) * 4 < 1_000_000, "tiny preset must stay under 1 MB of float32 weights"
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_padding_does_not_change_predictions(name):
+    """An item gives the same logits alone as zero-padded in a batch (evaluation is batch-independent)."""
+    torch.manual_seed(1)
+    model = build_model(name, 5, (32, 200), preset="tiny").eval()
+    lengths = torch.tensor([200, 77, 12])
+    x = torch.randn(3, 32, 200) * (torch.arange(200)[None, None, :] < lengths[:, None, None])
+    batched = model(x, lengths)
+    alone = torch.cat([model(x[i:i + 1, :, : lengths[i]], lengths[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_fc_on_functionals():
+    model = build_model("fc", 3, (88, 1), pooling="mean", hidden=(16,))
+    assert model(torch.randn(5, 88, 1)).shape == (5, 3)
+
+
+@pytest.mark.parametrize("name,extra", [("fc", {}), ("resnet", {}), ("lstm", {}), ("crnn", {})])
+def test_export_parity_in_onnxruntime(name, extra, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from emodet.export.onnx import export_classifier, onnx_logits
+
+    torch.manual_seed(2)
+    model = build_model(name, 6, (40, 100), preset="tiny", **extra).eval()
+    path = export_classifier(model, tmp_path / "m.onnx", 40)
+    import onnx
+
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 40, "frames"]  # any batch, any length
+    for t in (57, 300):
+        x = torch.randn(3, 40, t)
+        lengths = torch.tensor([t, t // 2, 9])
+        ours = onnx_logits(path, x.numpy(), lengths.numpy())
+        np.testing.assert_allclose(ours, model(x, lengths).detach().numpy(), atol=1e-4, rtol=1e-4)
