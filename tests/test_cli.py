@@ -29,11 +29,18 @@ def test_data_synth(tmp_path):
 
 
 def test_demo_small_and_rerun_reuses(tmp_path):
-    out = run_cli("demo", "--out", tmp_path / "d", "--per-class", "1", "--speakers", "2")
+    args = ("demo", "--out", tmp_path / "d", "--per-class", "2", "--speakers", "3", "--epochs", "2")
+    out = run_cli(*args)
     assert out.returncode == 0, out.stderr
-    assert "10 computed" in out.stdout and "angry 2, fearful 2, happy 2, neutral 2, sad 2" in out.stdout
-    again = run_cli("demo", "--out", tmp_path / "d", "--per-class", "1", "--speakers", "2")
-    assert again.returncode == 0 and "already in" in again.stdout and "10 already cached" in again.stdout
+    assert "30 files" in out.stdout and "angry 6, fearful 6, happy 6, neutral 6, sad 6" in out.stdout
+    table = out.stdout.split("held-out speakers", 1)[1]
+    assert "fc_mfcc" in table and "crnn_tiny_logmel" in table
+    for run in ("fc_mfcc", "crnn_tiny_logmel"):
+        assert (tmp_path / "d" / "runs" / run / "metrics.json").is_file()
+    again = run_cli(*args)
+    assert again.returncode == 0 and "already in" in again.stdout and "already trained" in again.stdout
+    few = run_cli("demo", "--out", tmp_path / "e", "--speakers", "2")
+    assert few.returncode == 2 and "at least 3 speakers" in few.stderr
 
 
 def test_readme_quick_start_is_two_commands():

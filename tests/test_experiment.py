@@ -42,12 +42,14 @@ def test_original_entry_point_and_config_errors(tmp_path, synth_corpus):
                           "--runs-dir", str(tmp_path / "runs"), "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    placeholder = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x")
+    placeholder = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x", "--runs-dir",
+                          tmp_path / "runs")
     assert placeholder.returncode == 2
     assert "data.root is a placeholder ('DATA_ROOT_PLACEHOLDER'): pass --data-root DIR" in placeholder.stderr
     assert "Traceback" not in placeholder.stderr
+    assert not (tmp_path / "runs" / "x").exists()  # nothing written for a failed start
     typo = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x", "--data-root",
-                   synth_corpus, "--set", "training.batchsize=4")
+                   synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "training.batchsize=4")
     assert typo.returncode == 2 and "did you mean 'training.batch_size'" in typo.stderr
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import load_config
 from .data.synth import generate_corpus
+from .errors import UsageError
 from .experiment import run_experiment
 from .io import atomic_write_json
 
@@ -44,6 +45,8 @@ def _corpus(out: Path, per_class: int, speakers: int, seed: int) -> list[dict]:
 def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int = 0, epochs: int | None = None) -> int:
     """Run the demo under ``out``; returns the exit code."""
     out = Path(out)
+    if speakers < 3:
+        raise UsageError(f"emodet demo needs at least 3 speakers (train, validation, test), got --speakers {speakers}")
     rows = _corpus(out, per_class, speakers, seed)
     labels = Counter(r["label"] for r in rows)
     print(f"      {len(rows)} files, {sum(float(r['duration_s']) for r in rows) / 60:.1f} min, {speakers} speakers; "
@@ -51,7 +54,7 @@ def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int 
     results = []
     for i, (name, feature, params, model, preset, n_epochs) in enumerate(DEMO_MODELS):
         overrides = [f"data.root={out / 'corpus'}", "data.corpus=folder", "data.normalize=speaker",
-                     f"data.split.val={1 if speakers < 10 else 0.1}", f"data.split.test={2 if speakers < 10 else 0.2}",
+                     "data.split.val=1", f"data.split.test={1 if speakers < 6 else 2 if speakers < 10 else 0.2}",
                      f"data.split.seed={seed}", f"features.type={feature}", f"features.params={json.dumps(params)}",
                      f"features.cache_dir={out / 'cache'}", f"model.name={model}", f"model.preset={preset}",
                      f"training.epochs={epochs or n_epochs}", "training.early_stopping.patience=0",

@@ -33,7 +33,7 @@ from .evaluation.report import plot_confusion, plot_curves
 from .features import get_feature_spec, load_plugins
 from .io import atomic_write_csv, atomic_write_json, atomic_write_text
 from .models import build_model, count_parameters
-from .training.checkpoint import load_checkpoint
+from .training.checkpoint import load_checkpoint, seed_everything
 from .training.loop import TrainConfig, predict_logits, train_loop
 
 
@@ -168,10 +168,12 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
     """Train and test one model; returns the test metrics (also in ``metrics.json``)."""
     run_dir = Path(runs_dir) / run_name
     is_main = distributed is None or distributed.is_main
-    if (run_dir / "config.yaml").exists() and not resume:
+    check_data_root(cfg)  # before anything is written
+    started = (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "metrics.json").exists()
+    if started and not resume:
         raise UsageError(f"run directory {run_dir} already holds a run: pass --resume to continue it, "
                          "or choose another --run-name")
-    if resume and (run_dir / "config.yaml").exists():
+    if resume and started and (run_dir / "config.yaml").exists():
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         if saved != json.loads(json.dumps(cfg)):
             raise UsageError(f"--resume: the config differs from the one {run_dir} was started with "
@@ -188,6 +190,7 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
     sampler = distributed.make_sampler(len(by_split["train"]), cfg["training"]["seed"]) if distributed else None
     loaders = make_loaders(cfg, data, normalizer, by_split if by_split["test"] else
                            {k: v for k, v in by_split.items() if k != "test"}, sampler)
+    seed_everything(cfg["training"]["seed"])  # the initial weights depend on the seed alone
     model = build_model(cfg["model"]["name"], len(data.labels), input_shape(data), cfg["model"]["preset"],
                         **cfg["model"]["params"])
     train_cfg = train_config_from(cfg)

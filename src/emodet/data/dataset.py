@@ -150,6 +150,7 @@ class FeatureDataset(Dataset):
         self.manifest_path = manifest_path
         self.crop_eval = crop_eval
         self._memory: list[np.ndarray | None] | None = [None] * len(self.rows) if preload else None
+        self._normalized: list[np.ndarray | None] | None = [None] * len(self.rows) if preload else None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -167,13 +168,23 @@ class FeatureDataset(Dataset):
             self._memory[i] = feats
         return feats
 
+    def normalized_features(self, i: int) -> np.ndarray:
+        """Features of item ``i`` after normalisation, before cropping (kept in memory with ``preload``)."""
+        if self._normalized is not None and self._normalized[i] is not None:
+            return self._normalized[i]
+        feats = np.ascontiguousarray(self.normalizer(self.raw_features(i), self.rows[i]["speaker"]), dtype=np.float32)
+        if self._normalized is not None:
+            self._normalized[i] = feats
+            self._memory[i] = None  # the raw copy is no longer needed
+        return feats
+
     def __getitem__(self, i: int):
-        feats = self.normalizer(self.raw_features(i), self.rows[i]["speaker"])
+        feats = self.normalized_features(i)
         n = feats.shape[1]
         if self.max_frames is not None and n > self.max_frames and (self.train or self.crop_eval):
             start = int(torch.randint(0, n - self.max_frames + 1, (1,))) if self.train else 0
             feats = feats[:, start:start + self.max_frames]
-        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+        x = torch.from_numpy(feats)
         return x, self.targets[i], x.shape[1]
 
 
