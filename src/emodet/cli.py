@@ -229,6 +229,48 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+# -- emodet evaluate / cv / ensemble -------------------------------------------------------------
+def cmd_evaluate(args) -> int:
+    from .evaluation.evaluate import evaluate_directory
+
+    m = evaluate_directory(args.run_dir, args.manifest, args.split, args.data_root)
+    print(f"{args.run_dir} on {args.split} ({m['n']} recordings, speakers {', '.join(m['speakers'])}): "
+          f"UAR {m['uar']:.3f}  WA {m['wa']:.3f}  macro-F1 {m['macro_f1']:.3f}")
+    for lab, pc in m["per_class"].items():
+        print(f"  {lab:<10} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  F1 {pc['f1']:.3f}  "
+              f"n {pc['support']}")
+    print(f"  -> {Path(args.run_dir) / ('eval_' + args.split + '.json')}")
+    return EXIT_OK
+
+
+def cmd_cv(args) -> int:
+    from .cv import run_cv
+
+    cfg = _config_from_args(args)
+    summary = run_cv(cfg, args.folds, args.run_name, args.runs_dir, progress=False if args.no_progress else None)
+    pooled = summary["pooled"]
+    print(f"{args.run_name}: {summary['n_folds']} folds ({args.folds}); UAR {summary['uar_mean']:.3f} +- "
+          f"{summary['uar_std']:.3f} over folds; pooled UAR {pooled['uar']:.3f}  WA {pooled['wa']:.3f}  "
+          f"macro-F1 {pooled['macro_f1']:.3f} -> {Path(args.runs_dir) / args.run_name / 'cv_summary.json'}")
+    return EXIT_OK
+
+
+def cmd_ensemble(args) -> int:
+    from .ensemble import create_ensemble
+
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    spec = create_ensemble(args.runs, args.out, weights, args.combine)
+    print(f"ensemble of {len(spec['runs'])} runs ({args.combine} averaging, weights {spec['weights']}) -> "
+          f"{Path(args.out) / 'ensemble.json'}")
+    if args.evaluate:
+        from .evaluation.evaluate import evaluate_directory
+
+        m = evaluate_directory(args.out, None, "test", refuse_seen_speakers=True)
+        print(f"ensemble on test ({m['n']} recordings): UAR {m['uar']:.3f}  WA {m['wa']:.3f}  "
+              f"macro-F1 {m['macro_f1']:.3f}")
+    return EXIT_OK
+
+
 # -- emodet demo -----------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
@@ -280,6 +322,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train and test one model from an experiment config")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run or ensemble directory on a manifest split")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--manifest", help="manifest CSV (default: the run's own manifest.csv)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    p.add_argument("--data-root", help="folder the manifest's paths are relative to (default: the run's data.root)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("cv", help="speaker-independent cross-validation (k folds or leave one speaker out)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--folds", required=True, help="'loso' or a number of folds by speaker")
+    p.add_argument("--run-name", required=True)
+    p.add_argument("--data-root")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE", dest="overrides")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("ensemble", help="combine several runs into one model")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="ensemble directory to write")
+    p.add_argument("--weights", help="comma-separated weights, one a run (default: equal)")
+    p.add_argument("--combine", choices=("prob", "logit"), default="prob",
+                   help="average probabilities (default) or logits")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the ensemble on the runs' test split")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("features", help="build a feature cache for a folder of audio")
     _add_features_args(p)

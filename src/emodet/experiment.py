@@ -28,6 +28,7 @@ from .data.labels import CANONICAL_LABELS, load_label_map
 from .data.manifest import read_manifest, write_manifest
 from .data.splits import assign_splits
 from .errors import UsageError
+from .evaluation.evaluate import write_predictions
 from .evaluation.metrics import classification_metrics
 from .evaluation.report import plot_confusion, plot_curves
 from .features import get_feature_spec, load_plugins
@@ -225,6 +226,7 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
             m = classification_metrics(targets.numpy(), logits.argmax(1).numpy(), data.labels)
             m["speakers"] = sorted({r["speaker"] for r in by_split[split]})
             metrics[split] = m
+            write_predictions(run_dir / f"predictions_{split}.csv", by_split[split], logits, data.labels)
     if "test" in metrics:  # the design's contract: test figures at the top level
         metrics.update({k: metrics["test"][k] for k in ("uar", "wa", "macro_f1", "labels", "confusion_matrix",
                                                           "per_class")})
