@@ -192,9 +192,12 @@ def pad_collate(batch):
     """``[(F, T_i), label, length(, key)]`` -> ``x (B, F, T_max)`` zero-padded, ``y (B,)``, ``lengths (B,)`` (, keys)."""
     feats, labels, lengths = zip(*(item[:3] for item in batch))
     t_max = max(lengths)
-    x = feats[0].new_zeros((len(feats), feats[0].shape[0], t_max))
-    for i, f in enumerate(feats):
-        x[i, :, : f.shape[1]] = f
+    if min(lengths) == t_max:  # equal lengths (crops, functionals): one copy
+        x = torch.stack(feats)
+    else:
+        x = feats[0].new_zeros((len(feats), feats[0].shape[0], t_max))
+        for i, f in enumerate(feats):
+            x[i, :, : f.shape[1]] = f
     out = (x, torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(lengths, dtype=torch.long))
     return out + ([item[3] for item in batch],) if len(batch[0]) > 3 else out
 

@@ -1,0 +1,102 @@
+"""Speaker-independent accuracy: leave-one-speaker-out over the shipped configs, and late-fusion ensembles.
+
+    python bench/accuracy.py --corpus emodb [--configs fc_compare resnet_mfcc ...] [--ensemble fc_compare+resnet_mfcc]
+    python bench/accuracy.py --corpus ravdess --configs fc_compare
+
+Every config runs as `emodet cv --config configs/X.yaml --folds loso` would (validation
+speakers drawn from each fold's training speakers, model selection on them only; the
+held-out speaker is never seen). Runs are kept in --runs-dir and resumed, so an interrupted
+benchmark continues where it stopped. An ensemble averages the class probabilities of its
+members for each held-out recording (same folds, so still speaker-independent).
+
+References on the same corpus copies (../shared/datasets/README.md and issue 5), all LOSO
+with per-speaker z-score: EmoDB eGeMAPS+SVM 0.73, ComParE+SVM 0.83, plain small CNN 0.81;
+RAVDESS eGeMAPS+SVM 0.575, ComParE+SVM 0.645.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emodet.config import load_config
+from emodet.cv import run_cv
+from emodet.evaluation.metrics import classification_metrics
+from emodet.models import build_model, count_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+CORPORA = {"emodb": REPO.parent / "shared" / "datasets" / "emodb",
+           "ravdess": REPO.parent / "shared" / "datasets" / "ravdess"}
+REFERENCES = {"emodb": [("eGeMAPS + SVM (reference)", 0.73), ("ComParE + SVM (reference)", 0.83),
+                        ("plain small CNN (reference floor)", 0.81)],
+              "ravdess": [("eGeMAPS + SVM (reference)", 0.575), ("ComParE + SVM (reference)", 0.645)]}
+
+
+def pooled_predictions(cv_dir: Path) -> dict[str, dict]:
+    with open(cv_dir / "predictions_pooled.csv", newline="") as fh:
+        return {r["path"]: r for r in csv.DictReader(fh)}
+
+
+def fuse(members: list[dict[str, dict]], labels: list[str]) -> dict:
+    paths = sorted(set.intersection(*(set(m) for m in members)))
+    probs = np.mean([[[float(m[p][f"p_{lab}"]) for lab in labels] for p in paths] for m in members], axis=0)
+    index = {lab: i for i, lab in enumerate(labels)}
+    targets = [index[members[0][p]["label"]] for p in paths]
+    return classification_metrics(targets, probs.argmax(1), labels)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="emodb")
+    ap.add_argument("--configs", nargs="+", default=["fc_compare", "fc_mfcc", "resnet_mfcc"])
+    ap.add_argument("--ensemble", nargs="*", default=[], help="members joined by +, e.g. fc_compare+resnet_mfcc")
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench_accuracy")
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", help="override for every config")
+    args = ap.parse_args()
+    root = CORPORA[args.corpus]
+    if not root.is_dir():
+        print(f"{args.corpus} not found at {root}; this benchmark needs it")
+        return 0
+    results = {}
+    for name in args.configs:
+        variant = name.split(":")  # config[:preset] e.g. resnet_mfcc:tiny
+        overrides = [f"features.cache_dir={args.cache_dir}", *args.overrides]
+        if len(variant) > 1:
+            overrides.append(f"model.preset={variant[1]}")
+        cfg = load_config(REPO / "configs" / f"{variant[0]}.yaml", overrides, str(root))
+        t0 = time.perf_counter()
+        summary = run_cv(cfg, "loso", f"{args.corpus}_{name.replace(':', '_')}", args.runs_dir, progress=False)
+        first_fold = json.loads((args.runs_dir / f"{args.corpus}_{name.replace(':', '_')}" / "fold_00" /
+                                 "metrics.json").read_text())
+        results[name] = {"summary": summary, "seconds": time.perf_counter() - t0, "params": first_fold["parameters"],
+                         "labels": first_fold["labels"]}
+        print(f"{name}: pooled UAR {summary['pooled']['uar']:.3f} (fold mean {summary['uar_mean']:.3f} +- "
+              f"{summary['uar_std']:.3f}), {summary['seconds']:.0f} s of training for all folds", flush=True)
+    fused = {}
+    for spec in args.ensemble:
+        members = spec.split("+")
+        preds = [pooled_predictions(args.runs_dir / f"{args.corpus}_{m.replace(':', '_')}") for m in members]
+        fused[spec] = fuse(preds, results[members[0]]["labels"])
+
+    print(f"\n{args.corpus}, leave-one-speaker-out, pooled over all held-out recordings")
+    print(f"{'system':<40}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'LOSO min':>10}")
+    for name, r in results.items():
+        s = r["summary"]
+        print(f"{name:<40}{s['pooled']['uar']:>7.3f}{s['pooled']['wa']:>7.3f}{s['pooled']['macro_f1']:>7.3f}"
+              f"{s['uar_mean']:>9.3f} +-{s['uar_std']:.2f}{r['params']:>11,}{s['seconds'] / 60:>10.1f}")
+    for spec, m in fused.items():
+        print(f"{'ensemble ' + spec:<40}{m['uar']:>7.3f}{m['wa']:>7.3f}{m['macro_f1']:>7.3f}")
+    for label, value in REFERENCES[args.corpus]:
+        print(f"{label:<40}{value:>7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
