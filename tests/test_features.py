@@ -8,7 +8,7 @@ from emodet.errors import UnknownNameError, UsageError
 from emodet.features import (LogMel, build_logmel, build_mfcc, compute_feature, get_feature, get_feature_spec,
                              list_features, load_plugin, register_feature, resolve_params)
 from emodet.features import registry as reg
-from emodet.features.filters import dct_matrix, mel_filterbank
+from emodet.filters import dct_matrix, mel_filterbank
 
 from conftest import speechlike
 

@@ -1,4 +1,8 @@
-"""emodet: speech emotion recognition from a folder of recordings to a tiny ONNX model."""
+"""emodet: speech emotion recognition from a folder of recordings to a tiny ONNX model.
+
+The public API is imported lazily, so ``import emodet.runtime`` (ONNX Runtime inference)
+never imports torch.
+"""
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
@@ -7,11 +11,34 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.1.0"
 
-from .audio import load_audio  # noqa: E402
-from .errors import AudioError, EmodetError, UsageError  # noqa: E402
-from .features import compute_feature, get_feature, list_features, register_feature  # noqa: E402
+_LAZY = {
+    "load_audio": ("emodet.audio", "load_audio"),
+    "AudioError": ("emodet.errors", "AudioError"),
+    "EmodetError": ("emodet.errors", "EmodetError"),
+    "UsageError": ("emodet.errors", "UsageError"),
+    "register_feature": ("emodet.features", "register_feature"),
+    "get_feature": ("emodet.features", "get_feature"),
+    "list_features": ("emodet.features", "list_features"),
+    "compute_feature": ("emodet.features", "compute_feature"),
+    "build_model": ("emodet.models", "build_model"),
+    "register_model": ("emodet.models", "register_model"),
+    "list_models": ("emodet.models", "list_models"),
+    "train_loop": ("emodet.training", "train_loop"),
+    "TrainConfig": ("emodet.training", "TrainConfig"),
+    "load_config": ("emodet.config", "load_config"),
+    "run_experiment": ("emodet.experiment", "run_experiment"),
+    "EmotionPredictor": ("emodet.runtime", "EmotionPredictor"),
+}
 
-__all__ = [
-    "__version__", "load_audio", "AudioError", "EmodetError", "UsageError",
-    "register_feature", "get_feature", "list_features", "compute_feature",
-]
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'emodet' has no attribute {name!r}")

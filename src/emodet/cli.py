@@ -271,6 +271,76 @@ def cmd_ensemble(args) -> int:
     return EXIT_OK
 
 
+# -- emodet export / predict ------------------------------------------------------------------
+def cmd_export(args) -> int:
+    from .export.onnx import export_run
+
+    report = export_run(args.run_dir, args.out, args.opset, args.with_features, args.quantize)
+    inputs = ", ".join(report["inputs"])
+    print(f"exported {args.run_dir} -> {report['path']} ({report['bytes'] / 1e6:.2f} MB; inputs: {inputs}); "
+          f"largest |ONNX Runtime - PyTorch| logit difference on real inputs: {report['max_abs_diff']:.2e}")
+    if "int8_path" in report:
+        print(f"int8 -> {report['int8_path']} ({report['int8_bytes'] / 1e6:.2f} MB, "
+              f"{report['int8_bytes'] / report['bytes']:.0%} of fp32); top label agrees with fp32 on "
+              f"{report['int8_agreement']:.0%} of the check inputs")
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    import csv
+    import json
+
+    from .errors import AudioError
+    from .runtime import EmotionPredictor, smooth_segments
+
+    if (args.window is None) != (args.hop is None):
+        raise UsageError("--window and --hop go together (seconds), e.g. --window 2 --hop 1")
+    predictor = EmotionPredictor(args.model)
+    if args.calibrate:
+        predictor.calibrate(args.calibrate)
+    results, failed = [], 0
+    for path in args.files:
+        try:
+            if args.window is not None:
+                windows = predictor.predict_windows(path, args.window, args.hop)
+                results.append({"file": path, "windows": windows, "segments": smooth_segments(windows)})
+            else:
+                probs = predictor.predict(path)
+                results.append({"file": path, "label": max(probs, key=probs.get), "probabilities": probs})
+        except (AudioError, UsageError) as exc:
+            failed += 1
+            results.append({"file": path, "error": str(exc)})
+            print(f"emodet: error: {exc}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        labels = predictor.labels
+        if args.window is not None:
+            writer.writerow(["file", "start", "end", "label", *labels])
+            for r in results:
+                for w in r.get("windows", []):
+                    writer.writerow([r["file"], w["start"], w["end"], w["label"],
+                                     *(f"{w['probabilities'][lab]:.4f}" for lab in labels)])
+        else:
+            writer.writerow(["file", "label", *labels])
+            for r in results:
+                if "error" not in r:
+                    writer.writerow([r["file"], r["label"], *(f"{r['probabilities'][lab]:.4f}" for lab in labels)])
+    else:
+        for r in results:
+            if "error" in r:
+                continue
+            if "segments" in r:
+                print(f"{r['file']}:")
+                for seg in r["segments"]:
+                    print(f"  {seg['start']:8.2f} - {seg['end']:8.2f} s  {seg['label']:<10} ({seg['confidence']:.2f})")
+            else:
+                top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+                print(f"{r['file']}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top[:3]) + ")")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 # -- emodet demo -----------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
@@ -348,6 +418,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average probabilities (default) or logits")
     p.add_argument("--evaluate", action="store_true", help="evaluate the ensemble on the runs' test split")
     p.set_defaults(func=cmd_ensemble)
+
+    p = sub.add_parser("export", help="export a run or ensemble directory to ONNX")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--with-features", action="store_true", help="put the MFCC/log-mel front end inside the graph")
+    p.add_argument("--quantize", choices=("int8",), help="also write an int8 model (<out>.int8.onnx)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="predict emotions of audio files with an exported model (no torch)")
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON output")
+    fmt.add_argument("--csv", action="store_true", help="CSV output")
+    p.add_argument("--window", type=float, help="window length in seconds for long recordings")
+    p.add_argument("--hop", type=float, help="hop between windows in seconds")
+    p.add_argument("--calibrate", nargs="+", metavar="FILE",
+                   help="recordings of the speaker, for models trained with per-speaker normalisation "
+                        "(without it each file is normalised with its own statistics)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("features", help="build a feature cache for a folder of audio")
     _add_features_args(p)

@@ -262,5 +262,9 @@ def load_run(run_dir: str | Path, device="cpu"):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     model = build_model(cfg["model"]["name"], len(metrics["labels"] if "labels" in metrics else metrics["val"]["labels"]),
                         tuple(metrics["model"]["input_shape"]), cfg["model"]["preset"], **cfg["model"]["params"])
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)["model"])
+    try:
+        model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)["model"])
+    except RuntimeError as exc:
+        raise UsageError(f"{run_dir}: the checkpoint does not fit model {cfg['model']['name']!r} of this emodet "
+                         f"version (trained by another version?): {str(exc).splitlines()[0]}") from None
     return model.to(device).eval(), cfg, metrics

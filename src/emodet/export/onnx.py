@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import logging
 import os
@@ -84,3 +85,180 @@ def onnx_logits(path: str | Path, features: np.ndarray, lengths: np.ndarray) -> 
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, {"features": features.astype(np.float32), "lengths": lengths.astype(np.int64)})[0]
+
+
+class DeployModel(nn.Module):
+    """What an exported file computes: [front end] -> normalisation -> classifier -> logits.
+
+    Inputs: ``audio (B, N)`` + ``audio_lengths (B,)`` with the front end, else ``features
+    (B, F, T)`` + ``lengths (B,)``; per-speaker normalised models also take ``norm_mean`` and
+    ``norm_std`` ``(F,)``; global statistics are constants of the graph.
+    """
+
+    def __init__(self, model: nn.Module, frontend: nn.Module | None, hop_length: int, normalizer: dict):
+        super().__init__()
+        self.model, self.frontend, self.hop = model, frontend, hop_length
+        self.mode = normalizer.get("mode", "none")
+        if self.mode == "global":
+            self.register_buffer("mean", torch.tensor(normalizer["mean"], dtype=torch.float32)[:, None])
+            self.register_buffer("std", torch.tensor(normalizer["std"], dtype=torch.float32)[:, None])
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, norm_mean: torch.Tensor | None = None,
+                norm_std: torch.Tensor | None = None) -> torch.Tensor:
+        if self.frontend is not None:
+            x = self.frontend(x)
+            lengths = torch.div(lengths, self.hop, rounding_mode="floor") + 1
+        if self.mode == "global":
+            x = (x - self.mean) / self.std
+        elif self.mode == "speaker":
+            x = (x - norm_mean[:, None]) / norm_std[:, None]
+        return self.model(x, lengths)
+
+
+def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_features: bool = False,
+               quantize: str | None = None, verify: bool = True) -> dict:
+    """Export a run or ensemble directory to ONNX with its metadata; verify parity in ONNX Runtime.
+
+    Returns a report: path, size, largest logit difference against PyTorch and, with
+    ``quantize="int8"``, the int8 file's size and its agreement with fp32.
+    """
+    from .. import __version__
+    from ..ensemble import load_predictor, predictor_info
+    from ..features import get_feature_spec, load_plugins
+    from ..features.spectral import resolve_frame_params
+
+    info = predictor_info(run_dir)
+    load_plugins(info["plugins"])
+    spec = get_feature_spec(info["feature"])
+    sr = int(info["sample_rate"])
+    frame_params = resolve_frame_params(sr, info["feature_params"]) if spec.exportable else dict(info["feature_params"])
+    if with_features and not spec.exportable:
+        raise UsageError(f"feature {info['feature']!r} cannot go inside an ONNX graph (it is not a torch module: "
+                         "a numpy plugin or openSMILE); export without --with-features and compute the features "
+                         "before calling the model")
+    if quantize not in (None, "int8"):
+        raise UsageError(f"--quantize {quantize!r}: the valid value is int8")
+    model = load_predictor(run_dir).eval()
+    frontend = spec.module_factory(sr, info["feature_params"]).eval() if with_features else None
+    hop = int(frame_params.get("hop_length") or 1)
+    deploy = DeployModel(model, frontend, hop, info["normalizer"]).eval()
+    n_feat = int(info["input_shape"][0])
+    speaker = info["normalizer"].get("mode") == "speaker"
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    if with_features:
+        samples = torch.export.Dim("samples", min=2 * hop * 8, max=100_000_000)
+        example = (torch.randn(2, sr) * 0.1, torch.tensor([sr, sr // 2]))
+        names, shapes = ["audio", "audio_lengths"], {"x": {0: batch, 1: samples}, "lengths": {0: batch}}
+    else:
+        frames = torch.export.Dim("frames", min=8, max=1_000_000)
+        example = (torch.randn(2, n_feat, 64), torch.tensor([64, 40]))
+        names, shapes = ["features", "lengths"], {"x": {0: batch, 2: frames}, "lengths": {0: batch}}
+    if speaker:
+        example += (torch.zeros(n_feat), torch.ones(n_feat))
+        names += ["norm_mean", "norm_std"]
+        shapes.update({"norm_mean": {}, "norm_std": {}})
+    metadata = {"emodet.labels": json.dumps(info["labels"]), "emodet.sample_rate": sr,
+                "emodet.feature": info["feature"], "emodet.feature_params": json.dumps(frame_params),
+                "emodet.normalizer": json.dumps(info["normalizer"]), "emodet.with_features": int(with_features),
+                "emodet.version": __version__, "emodet.inputs": json.dumps(names)}
+    out = Path(out)
+    export_onnx(deploy, out, example, names, shapes, opset, metadata)
+    report = {"path": str(out), "bytes": out.stat().st_size, "inputs": names}
+    if verify:
+        report["max_abs_diff"] = _parity(deploy, out, names, info, with_features, n_feat, speaker, sr)
+        if report["max_abs_diff"] > 1e-3:
+            raise UsageError(f"{out}: ONNX Runtime differs from PyTorch by {report['max_abs_diff']:.2e} "
+                             "(more than 1e-3); the export is not trustworthy")
+    if quantize == "int8":
+        q_path = out.with_name(out.stem + ".int8" + out.suffix)
+        quantize_int8(out, q_path, metadata)
+        report["int8_path"], report["int8_bytes"] = str(q_path), q_path.stat().st_size
+        if verify:
+            report["int8_agreement"] = _agreement(out, q_path, names, info, with_features, n_feat, speaker, sr)
+    return report
+
+
+def quantize_int8(src: Path, dst: Path, metadata: dict) -> None:
+    """Dynamic int8 quantisation of weights (ONNX Runtime), metadata kept, written atomically."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        with _quiet():
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        proto = onnx.load(str(tmp))
+        existing = {p.key for p in proto.metadata_props}
+        for key, value in metadata.items():
+            if key not in existing:
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = str(key), str(value)
+        atomic_write_bytes(dst, proto.SerializeToString())
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _real_inputs(info: dict, sr: int, n: int = 4) -> list[np.ndarray]:
+    """A few recordings of the run's test (or any) split, of different lengths, as mono arrays."""
+    import csv
+
+    from ..audio import load_audio
+    from ..data.manifest import resolve_path
+
+    wavs = []
+    manifest = Path(info["manifest"])
+    if manifest.is_file():
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        rows = [r for r in rows if r.get("split") == "test"] or rows
+        for r in rows[:: max(1, len(rows) // n)][:n]:
+            try:
+                wavs.append(load_audio(resolve_path(r["path"], info["data_root"], manifest), sr))
+            except Exception:  # noqa: BLE001 - parity falls back to synthetic inputs below
+                continue
+    rng = np.random.default_rng(0)
+    while len(wavs) < 2:
+        wavs.append((rng.standard_normal(int(sr * (1.3 + len(wavs)))) * 0.05).astype(np.float32))
+    wavs.append(wavs[0][: int(0.7 * len(wavs[0]))])  # a shorter piece: another length
+    return wavs
+
+
+def _feeds(wavs, names, info, with_features, n_feat, speaker, sr):
+    from ..data.dataset import _moments
+    from ..features import compute_feature
+
+    feeds = []
+    for w in wavs:
+        feats = compute_feature(info["feature"], w, sr, info["feature_params"])
+        if with_features:
+            feed = {"audio": w[None].astype(np.float32), "audio_lengths": np.array([len(w)], np.int64)}
+        else:
+            feed = {"features": feats[None], "lengths": np.array([feats.shape[1]], np.int64)}
+        if speaker:
+            mean, std = _moments([feats])
+            feed.update({"norm_mean": mean, "norm_std": std})
+        feeds.append(feed)
+    return feeds
+
+
+def _parity(deploy, path, names, info, with_features, n_feat, speaker, sr) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for feed in _feeds(_real_inputs(info, sr), names, info, with_features, n_feat, speaker, sr):
+        with torch.no_grad():
+            ref = deploy(*[torch.from_numpy(feed[n]) for n in names]).numpy()
+        worst = max(worst, float(np.abs(session.run(["logits"], feed)[0] - ref).max()))
+    return worst
+
+
+def _agreement(fp32: Path, int8: Path, names, info, with_features, n_feat, speaker, sr) -> float:
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    feeds = _feeds(_real_inputs(info, sr, 8), names, info, with_features, n_feat, speaker, sr)
+    same = [int(a.run(["logits"], f)[0].argmax() == b.run(["logits"], f)[0].argmax()) for f in feeds]
+    return float(np.mean(same))
