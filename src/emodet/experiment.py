@@ -122,24 +122,30 @@ def fit_normalizer(cfg: dict, data: PreparedData, rows_for_speakers: list | None
     return Normalizer.fit(mode, rows_for_speakers if rows_for_speakers is not None else data.rows, load)
 
 
-def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, train_sampler=None):
-    """DataLoaders for the given ``{split: rows}``; training shuffles with its own seeded generator."""
+def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, distributed=None):
+    """DataLoaders for ``{split: rows}``. Training order: a permutation seeded by (seed, epoch)
+    (``DistributedSampler``'s), split over ranks under DDP, so N processes see exactly the
+    batches one process would."""
+    from torch.utils.data.distributed import DistributedSampler
+
     d, t = cfg["data"], cfg["training"]
     loaders = {}
     for split, rows in rows_by_split.items():
         train = split == "train"
         ds = FeatureDataset(rows, data.root, data.cache, data.labels, train=train, max_seconds=d["max_seconds"],
                             normalizer=normalizer, manifest_path=data.manifest_path)
-        if not len(ds):
+        if not len(ds) and (distributed is None or split != "val"):
             raise UsageError(f"the {split} split is empty; check data.split (val/test speakers) and data.labels")
         collate = pad_collate
         if not train and d["eval_chunk_seconds"]:
             collate = chunk_collate(frames_for_seconds(d["eval_chunk_seconds"], data.cache))
-        generator = torch.Generator().manual_seed(t["seed"]) if train else None
-        loaders[split] = DataLoader(ds, batch_size=t["batch_size"], shuffle=train and train_sampler is None,
-                                    sampler=train_sampler if train else None, generator=generator,
-                                    collate_fn=collate, num_workers=d["num_workers"],
-                                    persistent_workers=d["num_workers"] > 0)
+        sampler, batch = None, t["batch_size"]
+        if train:
+            sampler = distributed.make_sampler(ds, t["seed"]) if distributed else \
+                DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=t["seed"])
+            batch = distributed.local_batch(batch) if distributed else batch
+        loaders[split] = DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate,
+                                    num_workers=d["num_workers"], persistent_workers=d["num_workers"] > 0)
     return loaders
 
 
@@ -183,14 +189,21 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     t0 = time.perf_counter()
-    data = prepare_data(cfg, run_dir if is_main else None, progress)
+    if distributed is not None and not is_main:
+        distributed.barrier()  # rank 0 builds the feature cache first; the others then read it
+    data = prepare_data(cfg, run_dir if is_main else None, progress if is_main else False)
+    if distributed is not None:
+        if is_main:
+            distributed.barrier()
+        distributed.check_same("data", [(r["path"], r["label"], r["speaker"], r["split"]) for r in data.rows])
     by_split = {s: [r for r in data.rows if r["split"] == s] for s in ("train", "val", "test")}
     if not by_split["val"]:
         raise UsageError("no validation speakers: early stopping and model selection need data.split.val > 0")
     normalizer = fit_normalizer(cfg, data)
-    sampler = distributed.make_sampler(len(by_split["train"]), cfg["training"]["seed"]) if distributed else None
-    loaders = make_loaders(cfg, data, normalizer, by_split if by_split["test"] else
-                           {k: v for k, v in by_split.items() if k != "test"}, sampler)
+    loader_rows = {k: v for k, v in by_split.items() if v or k != "test"}
+    if distributed is not None:  # validation split over ranks, outputs gathered; test on rank 0 after training
+        loader_rows["val"] = distributed.shard(by_split["val"])
+    loaders = make_loaders(cfg, data, normalizer, loader_rows, distributed)
     seed_everything(cfg["training"]["seed"])  # the initial weights depend on the seed alone
     model = build_model(cfg["model"]["name"], len(data.labels), input_shape(data), cfg["model"]["preset"],
                         **cfg["model"]["params"])
@@ -199,6 +212,8 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
     writer = _tensorboard(run_dir) if is_main else None
     if distributed is not None:
         model = distributed.wrap(model)
+    if distributed is not None:
+        train_cfg.device = str(distributed.device)
     if is_main:
         print(f"{run_name}: {cfg['model']['name']} ({cfg['model']['preset']}, {count_parameters(model):,} parameters) "
               f"on {cfg['features']['type']}; {len(by_split['train'])} train / {len(by_split['val'])} val / "
@@ -208,6 +223,8 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
                         reduce_metrics=distributed.gather if distributed else None)
     if writer is not None:
         writer.close()
+    if distributed is not None:
+        distributed.barrier()  # rank 0's checkpoints are complete before anyone goes on
     if not is_main:
         return {}
     core = model.module if hasattr(model, "module") else model
@@ -220,6 +237,8 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
     if cfg["data"]["normalize"] == "speaker":
         metrics["normalize_note"] = ("per-speaker normalisation: each test speaker's features were normalised with "
                                      "statistics of that speaker's own unlabelled test recordings")
+    if distributed is not None:  # training split validation over ranks; the final figures use every recording
+        loaders = make_loaders(cfg, data, normalizer, {k: v for k, v in by_split.items() if v and k != "train"})
     for split in ("val", "test"):
         if split in loaders:
             logits, targets = predict_logits(core, loaders[split], device, cfg["training"]["amp"])

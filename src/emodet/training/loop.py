@@ -88,6 +88,7 @@ def predict_logits(model: nn.Module, loader, device: torch.device | str = "cpu",
     from ..data.dataset import pool_chunks
 
     device = torch.device(device)
+    model = model.module if hasattr(model, "module") else model  # DDP: no collectives in evaluation
     model.eval()
     outs, targets = [], []
     for batch in loader:
