@@ -63,7 +63,7 @@ def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
         feed.update({"norm_mean": np.zeros(n_feat, np.float32), "norm_std": np.ones(n_feat, np.float32)})
     torch.set_num_threads(1)
     model = load_predictor(run_dir).eval()
-    frontend = get_feature_spec(info["feature"]).module_factory(sr, info["feature_params"]).eval()
+    frontend = get_feature_spec(info["feature"]).module_factory(sr, info["feature_params"]).eval()  # torch.stft
     from emodet.features.spectral import resolve_frame_params
 
     hop = resolve_frame_params(sr, info["feature_params"])["hop_length"]

@@ -197,3 +197,19 @@ def test_plugin_from_file(tmp_path, clean_registry):
     broken.write_text("raise RuntimeError('boom')\n")
     with pytest.raises(UsageError, match="broken.py: importing it failed: RuntimeError: boom"):
         load_plugin(str(broken))
+
+
+def test_conv_spectrogram_equals_stft():
+    from emodet.features.spectral import Spectrogram, use_conv_spectrogram
+
+    x = torch.from_numpy(np.stack([speechlike(seed=s) for s in range(2)]))
+    stft = Spectrogram(512, 160, 400)
+    conv = Spectrogram(512, 160, 400, method="conv")
+    a, b = stft(x), conv(x)
+    assert a.shape == b.shape
+    assert ((a - b).abs().max() / a.max()) < 1e-5
+    for factory, name in ((build_logmel, "logmel"), (build_mfcc, "mfcc")):
+        ref = factory(16000, resolve_params(name, {}))(x)
+        swapped = use_conv_spectrogram(factory(16000, resolve_params(name, {})))
+        assert any(isinstance(m, Spectrogram) and m.method == "conv" for m in swapped.modules())
+        assert (swapped(x) - ref).abs().max() < 2e-3
