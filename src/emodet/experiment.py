@@ -85,6 +85,9 @@ def prepare_data(cfg: dict, run_dir: Path | None = None, progress: bool | None =
     if unknown:
         raise UsageError(f"data.labels: no recording has label {unknown[0]!r}; labels in the data: "
                          f"{', '.join(sorted({r['label'] for r in rows}))}")
+    outside = sum(1 for r in rows if r["label"] not in labels)
+    if outside:
+        print(f"  {outside} recording(s) with labels outside data.labels ({', '.join(labels)}) left out")
     rows = [r for r in rows if r["label"] in labels]
     if d["split"]["method"] == "speaker" or not any(r.get("split") for r in rows):
         assign_splits(rows, d["split"]["val"], d["split"]["test"], folds=None, seed=d["split"]["seed"])
