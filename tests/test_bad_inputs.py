@@ -193,3 +193,30 @@ def test_predict_on_the_catalogue(catalogue, tmp_path, synth_corpus):
     for rel, message in bad.items():
         assert message in results[str(folder / rel)]["error"]
     assert len(out.stderr.strip().splitlines()) == len(bad)
+
+
+def test_evaluate_with_bad_manifests(tmp_path, synth_corpus):
+    from emodet.config import load_config
+    from emodet.experiment import run_experiment
+
+    cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=1", "data.split.test=1",
+        "training.epochs=1", f"features.cache_dir={tmp_path / 'c'}"])
+    run_experiment(cfg, "m", tmp_path / "runs", progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "m" / "manifest.csv")))
+    test = [r for r in rows if r["split"] == "test"]
+    fields = list(rows[0])
+    cases = {"missing.csv": [dict(test[0], path="sad/not_there.wav")] + test[1:],
+             "label.csv": [dict(test[0], label="bored")] + test[1:]}
+    for name, content in cases.items():
+        with open(tmp_path / name, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(content)
+    out = run_cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "missing.csv", "--data-root", synth_corpus)
+    assert out.returncode == 2 and "row 1: file not found" in out.stderr and "not_there.wav" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = run_cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "label.csv", "--data-root", synth_corpus)
+    assert out.returncode == 2 and "label 'bored' is not one the model knows" in out.stderr
+    out = run_cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "nothing.csv")
+    assert out.returncode == 2 and "nothing.csv" in out.stderr

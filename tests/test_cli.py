@@ -37,6 +37,8 @@ def test_demo_small_and_rerun_reuses(tmp_path):
     assert "fc_mfcc" in table and "crnn_tiny_logmel" in table
     for run in ("fc_mfcc", "crnn_tiny_logmel"):
         assert (tmp_path / "d" / "runs" / run / "metrics.json").is_file()
+    assert (tmp_path / "d" / "crnn_tiny_logmel.onnx").is_file() and "[4/4] exported" in out.stdout
+    assert "ms a clip with onnxruntime" in out.stdout
     again = run_cli(*args)
     assert again.returncode == 0 and "already in" in again.stdout and "already trained" in again.stdout
     few = run_cli("demo", "--out", tmp_path / "e", "--speakers", "2")

@@ -1,8 +1,9 @@
 """``emodet demo``: the whole path on the built-in synthetic corpus, no download needed.
 
 Synthesise a corpus, write its manifest with a speaker-independent split, build the feature
-cache, train two models (an MLP on MFCC statistics and a tiny CRNN on log-mel) and print
-their held-out-speaker results. Everything lands under ``--out``; a rerun reuses what exists.
+cache, train two models (an MLP on MFCC statistics and a tiny CRNN on log-mel), print their
+held-out-speaker results, export the tiny model to ONNX with its front end in the graph and
+run it with the torch-free runtime. Everything lands under ``--out``; a rerun reuses what exists.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ def _corpus(out: Path, per_class: int, speakers: int, seed: int) -> list[dict]:
     if marker.exists() and json.loads(marker.read_text()) == settings:
         with open(corpus / "metadata.csv", newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        print(f"[1/3] synthetic corpus already in {corpus} ({len(rows)} files)")
+        print(f"[1/4] synthetic corpus already in {corpus} ({len(rows)} files)")
         return rows
     rows = generate_corpus(corpus, per_class=per_class, speakers=speakers, seed=seed)
     atomic_write_json(marker, settings)
-    print(f"[1/3] synthesised {len(rows)} files in {time.perf_counter() - start:.1f} s -> {corpus}")
+    print(f"[1/4] synthesised {len(rows)} files in {time.perf_counter() - start:.1f} s -> {corpus}")
     return rows
 
 
@@ -66,13 +67,13 @@ def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int 
         start = time.perf_counter()
         if (run_dir / "metrics.json").exists():
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            print(f"[{2 + i}/3] {name}: already trained in {run_dir}")
+            print(f"[{2 + i}/4] {name}: already trained in {run_dir}")
         else:
             if run_dir.exists():  # an interrupted demo run: continue it
                 metrics = run_experiment(cfg, name, out / "runs", resume=(run_dir / "config.yaml").exists(), progress=False)
             else:
                 metrics = run_experiment(cfg, name, out / "runs", progress=False)
-            print(f"[{2 + i}/3] {name}: trained in {time.perf_counter() - start:.0f} s -> {run_dir}")
+            print(f"[{2 + i}/4] {name}: trained in {time.perf_counter() - start:.0f} s -> {run_dir}")
         results.append((name, metrics))
 
     print()
@@ -82,4 +83,31 @@ def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int 
               f"{', '.join(m['test']['speakers'])}")
     print(f"\nchance UAR {1 / len(labels):.2f}. Per-speaker normalisation; test speakers never seen in training. "
           f"Reports, curves and confusion matrices: {out / 'runs'}")
+    _export_and_predict(out, results[-1][0], results[-1][1])
     return 0
+
+
+def _export_and_predict(out: Path, name: str, metrics: dict) -> None:
+    """Export the tiny model with its front end in the graph and run it on held-out recordings, torch-free."""
+    from .export.onnx import export_run
+    from .runtime import EmotionPredictor
+
+    model_path = out / f"{name}.onnx"
+    if not model_path.exists():
+        report = export_run(out / "runs" / name, model_path, with_features=True)
+        print(f"\n[4/4] exported {name} -> {model_path} ({report['bytes'] / 1e6:.2f} MB, raw audio in; "
+              f"|ONNX Runtime - PyTorch| <= {report['max_abs_diff']:.1e})")
+    else:
+        print(f"\n[4/4] {model_path} already exported")
+    speaker = metrics["test"]["speakers"][0]
+    clips = sorted((out / "corpus").glob(f"*/{speaker}_*.wav"))
+    predictor = EmotionPredictor(model_path)
+    predictor.calibrate(clips)  # per-speaker statistics from the speaker's recordings, labels unused
+    start = time.perf_counter()
+    shown = clips[:: max(1, len(clips) // 4)][:4]
+    results = predictor.predict_batch(shown)
+    ms = (time.perf_counter() - start) / len(shown) * 1e3
+    for clip, probs in zip(shown, results):
+        print(f"      {clip.parent.name}/{clip.name}: {max(probs, key=probs.get)} ({max(probs.values()):.2f})")
+    print(f"      {ms:.1f} ms a clip with onnxruntime; in Python: "
+          f"EmotionPredictor('{model_path}').predict('clip.wav')")

@@ -27,6 +27,10 @@ def predict_rows(model: torch.nn.Module, rows: list[dict], root, manifest_path, 
 
     from ..training.loop import predict_logits
 
+    for i, r in enumerate(rows):
+        base, rel = locate(r["path"], root, manifest_path)
+        if not (base / rel).is_file():
+            raise UsageError(f"{manifest_path or 'manifest'}, row {i + 1}: file not found: {base / rel}")
     mode = normalizer.get("mode", "none")
     if mode == "speaker":
         norm = Normalizer.fit("speaker", rows, lambda r: cache.load(*locate(r["path"], root, manifest_path)))
