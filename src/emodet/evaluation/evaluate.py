@@ -76,6 +76,8 @@ def evaluate_directory(run_dir: str | Path, manifest: str | Path | None = None, 
     run_dir = Path(run_dir)
     info = predictor_info(run_dir)
     manifest_path = Path(manifest) if manifest else info["manifest"]
+    if manifest and not manifest_path.is_file():
+        raise UsageError(f"--manifest {manifest_path}: file not found")
     if manifest_path is None or not Path(manifest_path).is_file():
         raise UsageError(f"{run_dir}: no manifest to evaluate on; pass --manifest M")
     rows = read_manifest(manifest_path)
