@@ -187,6 +187,10 @@ class FeatureDataset(Dataset):
         x = torch.from_numpy(feats)
         return x, self.targets[i], x.shape[1]
 
+    def __getitems__(self, indices):
+        """Batched fetch: ``DataLoader`` calls it once a batch instead of once an item (less overhead)."""
+        return [self[i] for i in indices]
+
 
 def pad_collate(batch):
     """``[(F, T_i), label, length(, key)]`` -> ``x (B, F, T_max)`` zero-padded, ``y (B,)``, ``lengths (B,)`` (, keys)."""
