@@ -76,6 +76,7 @@ SCHEMA = {
             "metric": F("uar", str, choices=("uar", "wa", "macro_f1", "loss")),
             "patience": F(10, int),
             "min_delta": F(0.0, *NUM),
+            "select": F("best", str, choices=("best", "last")),
         },
         "loss": {
             "type": F("ce", str, choices=("ce", "focal")),

@@ -34,7 +34,7 @@ from .evaluation.report import plot_confusion, plot_curves
 from .features import get_feature_spec, load_plugins
 from .io import atomic_write_csv, atomic_write_json, atomic_write_text
 from .models import build_model, count_parameters
-from .training.checkpoint import load_checkpoint, seed_everything
+from .training.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from .training.loop import TrainConfig, predict_logits, train_loop
 
 
@@ -231,9 +231,14 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
     if not is_main:
         return {}
     core = model.module if hasattr(model, "module") else model
+    select = cfg["training"]["early_stopping"]["select"]  # "last": a fixed number of epochs, chosen beforehand
+    if select == "last":
+        save_checkpoint(run_dir / "checkpoints" / "best.pt", {"model": core.state_dict(), "epoch": result.epochs_run - 1,
+                                                               "metric": "last", "value": float("nan")})
     core.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
     device = next(core.parameters()).device
-    metrics = {"run": run_name, "emodet_version": __version__, "best_epoch": result.best_epoch,
+    metrics = {"run": run_name, "emodet_version": __version__,
+               "best_epoch": result.best_epoch if select == "best" else result.epochs_run, "selected": select,
                "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                "parameters": count_parameters(core), "normalize": cfg["data"]["normalize"],
                "train_seconds": round(time.perf_counter() - t0, 1)}
