@@ -77,3 +77,20 @@ def test_distillation_from_a_run_directory(tmp_path, synth_corpus):
     bad = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s2", *base, *FAST,
                   "--teacher", tmp_path / "nothing")
     assert bad.returncode == 2 and "is not a finished run directory" in bad.stderr
+
+
+def test_select_last_uses_the_final_weights(tmp_path, synth_corpus):
+    from emodet.config import load_config
+    from emodet.experiment import run_experiment
+
+    cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=1", "data.split.test=1",
+        "training.epochs=3", "training.early_stopping.select=last", f"features.cache_dir={tmp_path / 'c'}"])
+    metrics = run_experiment(cfg, "last", tmp_path / "runs", progress=False)
+    import torch
+
+    best = torch.load(tmp_path / "runs" / "last" / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "runs" / "last" / "checkpoints" / "last.pt", weights_only=True)
+    assert metrics["selected"] == "last" and metrics["best_epoch"] == 3
+    for key, value in last["model"].items():
+        assert torch.equal(best["model"][key], value)
