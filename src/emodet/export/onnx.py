@@ -188,9 +188,13 @@ def quantize_int8(src: Path, dst: Path, metadata: dict) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    # The front end (DFT basis, mel filters, DCT) stays in float: 8-bit spectra lose the quiet bins.
+    proto = onnx.load(str(src))
+    front = {i.name for i in proto.graph.initializer if i.name.startswith("frontend.")}
+    keep_float = [n.name for n in proto.graph.node if front & set(n.input)]
     try:
         with _quiet():
-            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)
         proto = onnx.load(str(tmp))
         existing = {p.key for p in proto.metadata_props}
         for key, value in metadata.items():
