@@ -28,7 +28,6 @@ import numpy as np
 from emodet.config import load_config
 from emodet.cv import run_cv
 from emodet.evaluation.metrics import classification_metrics
-from emodet.models import build_model, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = {"emodb": REPO.parent / "shared" / "datasets" / "emodb",

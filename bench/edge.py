@@ -24,7 +24,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import csv
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -143,7 +142,7 @@ def main() -> int:
     args = ap.parse_args()
     run = args.run or next(iter(sorted(args.cv_dir.glob("fold_*"))), None)
     if run is None:
-        print(f"no run: pass --run RUN_DIR or run bench/accuracy.py (configs resnet_logmel:tiny) first")
+        print("no run: pass --run RUN_DIR or run bench/accuracy.py (configs resnet_logmel:tiny) first")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         latency(run, Path(tmp), args.repeats)

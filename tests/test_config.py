@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from emodet.config import check_data_root, default_config, load_config

@@ -1,11 +1,7 @@
 """Property-based tests (hypothesis) of the audio loader, the manifest reader and the config parser:
 whatever the input, the answer is a valid result or one of emodet's own errors, never a crash."""
 
-import csv
-import io
-
 import numpy as np
-import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -2,9 +2,7 @@ import io
 import json
 import tarfile
 
-import numpy as np
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from emodet.data.cache import FeatureCache

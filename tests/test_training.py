@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from emodet.models import build_model
 from emodet.training import FocalLoss, TrainConfig, balanced_class_weights, distillation_loss, train_loop

@@ -156,7 +156,7 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_data_split(args) -> int:
-    from .data.manifest import read_manifest, write_manifest
+    from .data.manifest import write_manifest
     from .data.splits import assign_splits, split_summary
 
     rows = [{**r, "split": ""} for r in _read_manifest_unsplit(args.manifest)]

@@ -24,11 +24,10 @@ class Field:
     default: Any
     types: tuple
     choices: tuple | None = None
-    free: bool = False  # a free-form mapping (parameters checked by their own registry)
 
 
-def F(default, *types, choices=None, free=False) -> Field:
-    return Field(default, types or (type(default),), choices, free)
+def F(default, *types, choices=None) -> Field:
+    return Field(default, types or (type(default),), choices)
 
 
 NUM = (int, float)
@@ -55,14 +54,14 @@ SCHEMA = {
     },
     "features": {
         "type": F("logmel", str),
-        "params": F({}, dict, free=True),
+        "params": F({}, dict),  # free-form: checked by the feature / model registry
         "cache_dir": F("cache", str),
         "plugins": F([], list),
     },
     "model": {
         "name": F("resnet", str),
         "preset": F("base", str),
-        "params": F({}, dict, free=True),
+        "params": F({}, dict),  # free-form: checked by the feature / model registry
     },
     "training": {
         "epochs": F(30, int),

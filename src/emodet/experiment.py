@@ -14,9 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from . import __version__
@@ -31,7 +29,7 @@ from .errors import UsageError
 from .evaluation.evaluate import write_predictions
 from .evaluation.metrics import classification_metrics
 from .evaluation.report import plot_confusion, plot_curves
-from .features import get_feature_spec, load_plugins
+from .features import load_plugins
 from .io import atomic_write_csv, atomic_write_json, atomic_write_text
 from .models import build_model, count_parameters
 from .training.checkpoint import load_checkpoint, save_checkpoint, seed_everything
@@ -184,7 +182,7 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
         raise UsageError(f"run directory {run_dir} already holds a run: pass --resume to continue it, "
                          "or choose another --run-name")
     if resume and started and (run_dir / "config.yaml").exists():
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        saved = load_config(run_dir / "config.yaml")  # defaults filled: a key added since the run started is no change
         if saved != json.loads(json.dumps(cfg)):
             raise UsageError(f"--resume: the config differs from the one {run_dir} was started with "
                              "(resume needs the same config; start a new --run-name for a new one)")

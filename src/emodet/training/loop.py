@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -313,7 +312,3 @@ def print_epoch(row: dict, improved: bool, progress: bool | None) -> None:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
-
-
-def history_arrays(history: list[dict], key: str) -> np.ndarray:
-    return np.array([row[key] for row in history], dtype=float)
