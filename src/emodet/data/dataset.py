@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import UsageError
+from ..stats import frame_moments
 from .cache import FeatureCache
 from .manifest import resolve_path
 
@@ -33,23 +34,6 @@ def label_indices(rows: list[dict], labels: list[str], source: str = "manifest")
                              f"not one of data.labels: {', '.join(labels)}")
         out.append(index[row["label"]])
     return out
-
-
-def _moments(arrays: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over all frames of ``(F, T)`` arrays, per feature ``F``."""
-    total, total_sq, count = None, None, 0
-    for a in arrays:
-        a = np.asarray(a, dtype=np.float64)
-        if total is None:
-            total, total_sq = np.zeros(a.shape[0]), np.zeros(a.shape[0])
-        total += a.sum(1)
-        total_sq += (a**2).sum(1)
-        count += a.shape[1]
-    if total is None or count == 0:
-        raise UsageError("cannot compute normalisation statistics from no data")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    return mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32)
 
 
 @dataclass
@@ -75,12 +59,12 @@ class Normalizer:
         if mode not in NORMALIZE_MODES:
             raise UsageError(f"data.normalize {mode!r}: valid values are {', '.join(NORMALIZE_MODES)}")
         if mode == "global":
-            mean, std = _moments(load(r) for r in rows)
+            mean, std = frame_moments(load(r) for r in rows)
             return cls("global", mean, std)
         by_speaker: dict[str, list[dict]] = {}
         for r in rows:
             by_speaker.setdefault(r["speaker"], []).append(r)
-        stats = {spk: _moments(load(r) for r in spk_rows) for spk, spk_rows in by_speaker.items()}
+        stats = {spk: frame_moments(load(r) for r in spk_rows) for spk, spk_rows in by_speaker.items()}
         return cls("speaker", speakers=stats)
 
     def __call__(self, feats: np.ndarray, speaker: str | None = None) -> np.ndarray:

@@ -233,7 +233,7 @@ def _real_inputs(info: dict, sr: int, n: int = 4) -> list[np.ndarray]:
 
 
 def _feeds(wavs, names, info, with_features, n_feat, speaker, sr):
-    from ..data.dataset import _moments
+    from ..stats import frame_moments
     from ..features import compute_feature
 
     feeds = []
@@ -244,7 +244,7 @@ def _feeds(wavs, names, info, with_features, n_feat, speaker, sr):
         else:
             feed = {"features": feats[None], "lengths": np.array([feats.shape[1]], np.int64)}
         if speaker:
-            mean, std = _moments([feats])
+            mean, std = frame_moments([feats])
             feed.update({"norm_mean": mean, "norm_std": std})
         feeds.append(feed)
     return feeds

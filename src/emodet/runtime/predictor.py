@@ -14,6 +14,7 @@ import numpy as np
 
 from ..audio import load_audio, resample, to_mono
 from ..errors import UsageError
+from ..stats import frame_moments
 from .frontend import NumpyFrontEnd
 
 
@@ -64,7 +65,7 @@ class EmotionPredictor:
     def calibrate(self, recordings) -> None:
         """Per-speaker statistics from a few recordings (paths or arrays at the model's rate) of one speaker."""
         feats = [self.frontend(self._load(r)) for r in recordings]
-        self._speaker_stats = _moments(feats)
+        self._speaker_stats = frame_moments(feats)
 
     def _load(self, item, sr: int | None = None) -> np.ndarray:
         if isinstance(item, (str, os.PathLike)):
@@ -82,7 +83,7 @@ class EmotionPredictor:
         if self._speaker_stats is not None:
             mean, std = self._speaker_stats
         else:  # not calibrated: each recording's own statistics (a batch shares the first one's)
-            mean, std = _moments([self.frontend(wavs[0])])
+            mean, std = frame_moments([self.frontend(wavs[0])])
         return {"norm_mean": mean, "norm_std": std}
 
     # -- prediction --------------------------------------------------------------------------
@@ -112,7 +113,7 @@ class EmotionPredictor:
             raise UsageError("this model takes raw audio (exported --with-features); use predict()")
         feed = {"features": features[None].astype(np.float32), "lengths": np.array([features.shape[1]], np.int64)}
         if "norm_mean" in self.input_names:
-            feed.update(dict(zip(("norm_mean", "norm_std"), self._speaker_stats or _moments([features]))))
+            feed.update(dict(zip(("norm_mean", "norm_std"), self._speaker_stats or frame_moments([features]))))
         return self._to_dict(self.session.run(["logits"], feed)[0][0])
 
     def predict(self, item, sr: int | None = None) -> dict:
@@ -184,7 +185,3 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max())
     return e / e.sum()
 
-
-def _moments(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    allf = np.concatenate([np.asarray(f, dtype=np.float64) for f in feats], axis=1)
-    return allf.mean(1).astype(np.float32), np.maximum(allf.std(1), 1e-5).astype(np.float32)
