@@ -43,7 +43,9 @@ class EnsembleModel(nn.Module):
         return torch.log(probs.clamp(min=1e-12))
 
 
-def _run_info(run_dir: Path) -> dict:
+def run_info(run_dir: Path) -> dict:
+    """Labels, features, normalisation, manifest and data root of a finished run (else a UsageError)."""
+    run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.json").is_file():
         raise UsageError(f"{run_dir} is not a finished run directory (it needs config.yaml and metrics.json; "
                          "train one with `emodet train`)")
@@ -78,9 +80,9 @@ def predictor_info(path: str | Path) -> dict:
     path = Path(path)
     if (path / "ensemble.json").is_file():
         spec = json.loads((path / "ensemble.json").read_text())
-        info = _run_info(Path(spec["runs"][0]))
+        info = run_info(Path(spec["runs"][0]))
         return info
-    return _run_info(path)
+    return run_info(path)
 
 
 def load_predictor(path: str | Path, device="cpu") -> nn.Module:
@@ -101,7 +103,7 @@ def create_ensemble(runs: list[str | Path], out: str | Path, weights: list[float
     if len(runs) < 2:
         raise UsageError("an ensemble needs at least two run directories")
     runs = [Path(r).resolve() for r in runs]
-    infos = [_run_info(r) for r in runs]
+    infos = [run_info(r) for r in runs]
     first = infos[0]
     for run, info in zip(runs[1:], infos[1:]):
         for key, what in (("labels", "labels"), ("feature", "feature"), ("feature_params", "feature parameters"),

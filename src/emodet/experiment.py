@@ -205,8 +205,9 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
     if distributed is not None:  # validation split over ranks, outputs gathered; test on rank 0 after training
         loader_rows["val"] = distributed.shard(by_split["val"])
     loaders = make_loaders(cfg, data, normalizer, loader_rows, distributed)
+    shape = input_shape(data)
     seed_everything(cfg["training"]["seed"])  # the initial weights depend on the seed alone
-    model = build_model(cfg["model"]["name"], len(data.labels), input_shape(data), cfg["model"]["preset"],
+    model = build_model(cfg["model"]["name"], len(data.labels), shape, cfg["model"]["preset"],
                         **cfg["model"]["params"])
     train_cfg = train_config_from(cfg)
     teacher = load_teacher(cfg["training"]["distill"]["teacher"], "cpu")
@@ -256,7 +257,7 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
         metrics.update({k: metrics["test"][k] for k in ("uar", "wa", "macro_f1", "labels", "confusion_matrix",
                                                           "per_class")})
     metrics["model"] = {"name": cfg["model"]["name"], "preset": cfg["model"]["preset"], "params": cfg["model"]["params"],
-                        "input_shape": list(input_shape(data))}
+                        "input_shape": list(shape)}
     metrics["features"] = {"type": data.cache.feature, "params": data.cache.params, "sample_rate": data.cache.sr}
     metrics["normalizer"] = normalizer.to_dict()
     metrics["skipped_files"] = len(data.skipped)
@@ -279,14 +280,14 @@ def _tensorboard(run_dir: Path):
 
 def load_run(run_dir: str | Path, device="cpu"):
     """``(model, config, metrics)`` of a finished run directory, the model in eval mode with its best weights."""
+    from .ensemble import run_info
+
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.json").is_file():
-        raise UsageError(f"{run_dir} is not a finished run directory (it needs config.yaml and metrics.json; "
-                         "train one with `emodet train`)")
+    info = run_info(run_dir)  # refuses a folder that is not a finished run
     cfg = load_config(run_dir / "config.yaml")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    model = build_model(cfg["model"]["name"], len(metrics["labels"] if "labels" in metrics else metrics["val"]["labels"]),
-                        tuple(metrics["model"]["input_shape"]), cfg["model"]["preset"], **cfg["model"]["params"])
+    model = build_model(cfg["model"]["name"], len(info["labels"]), tuple(info["input_shape"]), cfg["model"]["preset"],
+                        **cfg["model"]["params"])
     try:
         model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)["model"])
     except RuntimeError as exc:
