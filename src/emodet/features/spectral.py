@@ -61,43 +61,75 @@ def resolve_frame_params(sr: int, params: dict) -> dict:
 class Spectrogram(nn.Module):
     """Power spectrogram ``(..., time) -> (..., n_fft // 2 + 1, frames)``.
 
-    ``method="stft"`` uses ``torch.stft`` (fastest in PyTorch); ``method="conv"`` computes the
-    same DFT as a strided ``conv1d`` with a fixed windowed Fourier basis, which ONNX Runtime
-    runs about twice as fast as its STFT operator on CPU (used for exported graphs).
+    ``method="stft"`` uses ``torch.stft`` (fastest in PyTorch). ``method="matmul"`` computes the
+    same DFT in two small matrix stages (one Cooley-Tukey step, ``n_fft = N1 * N2``) on frames cut
+    with reshapes and slices; it is what exported graphs use: ONNX Runtime runs it about 3x faster
+    than its STFT operator and 1.6x faster than a one-stage DFT as a strided convolution, and its
+    constants take ~40 KB instead of the 1 MB of a full Fourier basis.
     """
 
     def __init__(self, n_fft: int, hop_length: int, win_length: int, power: float = 2.0, center: bool = True,
                  method: str = "stft"):
         super().__init__()
-        if method not in ("stft", "conv"):
-            raise ValueError(f"method must be 'stft' or 'conv', got {method!r}")
+        if method not in ("stft", "matmul"):
+            raise ValueError(f"method must be 'stft' or 'matmul', got {method!r}")
         self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
         self.power, self.center, self.method = power, center, method
         self.register_buffer("window", torch.hann_window(win_length, periodic=True), persistent=False)
-        if method == "conv":
-            padded = torch.zeros(n_fft, dtype=torch.float64)
-            left = (n_fft - win_length) // 2
-            padded[left:left + win_length] = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
-            angle = 2 * math.pi * torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None] * \
-                torch.arange(n_fft, dtype=torch.float64)[None, :] / n_fft
-            basis = torch.cat([torch.cos(angle) * padded, -torch.sin(angle) * padded])
-            self.register_buffer("basis", basis.float()[:, None, :], persistent=False)
+        if method == "matmul":
+            self._init_matmul()
 
-    def _conv_power(self, flat: torch.Tensor) -> torch.Tensor:
-        x = flat[:, None, :]
+    def _init_matmul(self) -> None:
+        n = self.n_fft
+        n1 = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)  # N1 <= N2, as square as n allows
+        n2, bins = n // n1, n // 2 + 1
+        k2 = -(-bins // n1)  # second-stage outputs needed to cover bins 0 .. n/2
+        self.n1, self.n2, self.k2 = n1, n2, k2
+        f64 = torch.float64
+        padded = torch.zeros(n, dtype=f64)  # the window centred in n_fft, as torch.stft pads it
+        left = (n - self.win_length) // 2
+        padded[left:left + self.win_length] = torch.hann_window(self.win_length, periodic=True, dtype=f64)
+        # sample index i = N2 * a + b; bin k = c + N1 * d.
+        # Stage 1 (real, length N1 over a): Y[c, b] = sum_a x[N2 a + b] exp(-2 pi i a c / N1).
+        a = torch.arange(n1, dtype=f64)
+        angle = 2 * math.pi * a[:, None] * a[None, :] / n1
+        stage1 = torch.cat([torch.cos(angle), -torch.sin(angle)])  # (2 N1, N1): real rows, then imaginary
+        # Twiddles exp(-2 pi i b c / N), then stage 2 (complex, length N2 over b) for d < k2.
+        tw = 2 * math.pi * a[:, None] * torch.arange(n2, dtype=f64)[None, :] / n
+        theta = 2 * math.pi * torch.arange(n2, dtype=f64)[:, None] * torch.arange(k2, dtype=f64)[None, :] / n2
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        stage2 = torch.cat([torch.cat([cos, -sin], 1), torch.cat([sin, cos], 1)])  # (2 N2, 2 k2)
+        for name, value in (("frame_window", padded), ("stage1", stage1), ("twiddle_cos", torch.cos(tw)),
+                            ("twiddle_sin", torch.sin(tw)), ("stage2", stage2)):
+            self.register_buffer(name, value.float(), persistent=False)
+
+    def _matmul_power(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N) -> (B, n_fft // 2 + 1, frames)`` without stft, unfold or gather."""
+        n, hop = self.n_fft, self.hop_length
         if self.center:
-            x = nn.functional.pad(x, (self.n_fft // 2, self.n_fft // 2))
-        y = nn.functional.conv1d(x, self.basis.to(x.dtype), stride=self.hop_length)
-        half = self.n_fft // 2 + 1
-        power = y[:, :half] ** 2 + y[:, half:] ** 2
+            x = nn.functional.pad(x, (n // 2, n // 2))
+        batch, frames = x.shape[0], (x.shape[-1] - n) // hop + 1
+        per_frame = -(-n // hop)  # hop-sized blocks a frame spans
+        x = nn.functional.pad(x, (0, per_frame * hop))[:, :(frames + per_frame - 1) * hop]
+        blocks = x.reshape(batch, frames + per_frame - 1, hop)
+        f = torch.cat([blocks[:, j:j + frames] for j in range(per_frame)], -1)[..., :n]
+        f = (f * self.frame_window.to(f.dtype)).reshape(batch, frames, self.n1, self.n2)
+        y = torch.matmul(self.stage1.to(f.dtype), f)  # (B, T, 2 N1, N2)
+        re, im = y[:, :, :self.n1], y[:, :, self.n1:]
+        c, s = self.twiddle_cos.to(f.dtype), self.twiddle_sin.to(f.dtype)
+        z = torch.cat([re * c + im * s, im * c - re * s], -1)  # (B, T, N1, 2 N2)
+        out = torch.matmul(z, self.stage2.to(f.dtype))  # (B, T, N1, 2 k2)
+        power = out[..., :self.k2].square() + out[..., self.k2:].square()
+        power = power.transpose(-1, -2).reshape(batch, frames, self.k2 * self.n1)[..., :n // 2 + 1]
+        power = power.transpose(1, 2)
         return power if self.power == 2.0 else power.pow(self.power / 2.0)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         lead = wav.shape[:-1]
-        if self.method == "conv":
-            spec = self._conv_power(wav.reshape(-1, wav.shape[-1]))
-            return spec.reshape(lead + spec.shape[-2:])
         flat = wav.reshape(-1, wav.shape[-1])
+        if self.method == "matmul":
+            spec = self._matmul_power(flat)
+            return spec.reshape(lead + spec.shape[-2:])
         spec = torch.stft(
             flat, self.n_fft, self.hop_length, self.win_length, self.window.to(flat.dtype),
             center=self.center, pad_mode="constant", return_complex=True,
@@ -180,13 +212,13 @@ def build_mfcc(sr: int, params: dict) -> MFCC:
     return MFCC(sr, p["n_mfcc"], p["n_fft"], p["hop_length"], p["win_length"], p["n_mels"], p["fmin"], p["fmax"], p["top_db"])
 
 
-def use_conv_spectrogram(module: nn.Module) -> nn.Module:
-    """Swap every ``Spectrogram`` inside ``module`` for its ``method="conv"`` twin (same numbers, within
-    float rounding: 2e-4 dB on speech); used for exported graphs. Returns ``module``."""
+def use_graph_spectrogram(module: nn.Module) -> nn.Module:
+    """Swap every ``Spectrogram`` inside ``module`` for its ``method="matmul"`` twin (same numbers within
+    float rounding); used for exported graphs. Returns ``module``."""
     for name, child in list(module.named_children()):
-        if isinstance(child, Spectrogram) and child.method != "conv":
+        if isinstance(child, Spectrogram) and child.method != "matmul":
             setattr(module, name, Spectrogram(child.n_fft, child.hop_length, child.win_length, child.power,
-                                              child.center, method="conv"))
+                                              child.center, method="matmul"))
         else:
-            use_conv_spectrogram(child)
+            use_graph_spectrogram(child)
     return module
