@@ -233,3 +233,31 @@ def test_load_computes_missing_entry_and_reading_is_fast(corpus, tmp_path):
     assert time.perf_counter() - start < 1.0 and all(x is not None for x in loaded)
     mm = FeatureCache(tmp_path / "c", "logmel", mmap=True).get(corpus, files[1])
     np.testing.assert_array_equal(mm, loaded[1])
+
+
+def test_native_rate_features_see_the_files_own_rate(tmp_path):
+    """openSMILE-style features (native_rate=True) get each file at its own rate; others at the pipeline's."""
+    from emodet.features import get_feature_spec, register_feature
+
+    @register_feature("rate_probe_native", native_rate=True, override=True)
+    def _native(wav, sr, params):
+        return np.array([[sr], [len(wav)]], np.float32)
+
+    @register_feature("rate_probe_resampled", override=True)
+    def _resampled(wav, sr, params):
+        return np.array([[sr], [len(wav)]], np.float32)
+
+    root = tmp_path / "rates"
+    root.mkdir()
+    for rate in (8000, 22050, 48000):
+        sf.write(root / f"r{rate}.wav", np.zeros(rate // 2, np.float32) + 0.01, rate)
+    native = FeatureCache(tmp_path / "cache", "rate_probe_native", sr=16000)
+    resampled = FeatureCache(tmp_path / "cache", "rate_probe_resampled", sr=16000)
+    for rate in (8000, 22050, 48000):
+        assert native.load(root, f"r{rate}.wav")[:, 0].tolist() == [rate, rate // 2]
+        assert resampled.load(root, f"r{rate}.wav")[:, 0].tolist() == [16000, 8000]
+    assert native.config["native_rate"] is True and "native_rate" not in resampled.config
+    fresh = FeatureCache(tmp_path / "cache2", "rate_probe_native", sr=16000).build(root)
+    assert fresh.audio_seconds == pytest.approx(1.5)
+    assert get_feature_spec("compare").native_rate and get_feature_spec("egemaps").native_rate
+    assert not get_feature_spec("logmel").native_rate

@@ -31,9 +31,9 @@ from typing import Iterable
 import numpy as np
 
 from .. import __version__
-from ..audio import DEFAULT_SAMPLE_RATE, is_audio_file, load_audio
+from ..audio import DEFAULT_SAMPLE_RATE, is_audio_file
 from ..errors import AudioError, EmodetError, UsageError
-from ..features import compute_feature, get_feature_spec, load_plugins, resolve_params
+from ..features import compute_feature_from_file, get_feature_spec, load_plugins, resolve_params
 from ..io import atomic_save_npy, atomic_write_json, remove_stale_temp_files
 
 
@@ -118,6 +118,8 @@ class FeatureCache:
         self.sr = int(sr)
         self.mmap = mmap
         self.config = {"feature": self.feature, "params": self.params, "sample_rate": self.sr}
+        if spec.native_rate:  # entries hold features of the files' own rates
+            self.config["native_rate"] = True
         digest = hashlib.sha1(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()
         self.config_hash = digest[:12]
         self.root_dir = Path(cache_dir)
@@ -149,14 +151,13 @@ class FeatureCache:
 
     def compute(self, path: str | os.PathLike) -> np.ndarray:
         """Features of one file, not cached: ``(features, frames)`` float32."""
-        return compute_feature(self.feature, load_audio(path, self.sr), self.sr, self.params)
+        return compute_feature_from_file(self.feature, path, self.sr, self.params)[0]
 
     def _compute_and_store(self, path: Path, entry: Path) -> tuple[np.ndarray, float]:
-        wav = load_audio(path, self.sr)
-        feats = compute_feature(self.feature, wav, self.sr, self.params)
+        feats, seconds = compute_feature_from_file(self.feature, path, self.sr, self.params)
         self._ensure_config()
         atomic_save_npy(entry, feats)
-        return feats, len(wav) / self.sr
+        return feats, seconds
 
     def _ensure_config(self) -> None:
         if not (self.dir / "config.json").exists():

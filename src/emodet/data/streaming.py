@@ -26,9 +26,9 @@ import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..audio import is_audio_file, load_audio, resample, to_mono
+from ..audio import is_audio_file, resample, to_mono
 from ..errors import AudioError, EmodetError, UsageError
-from ..features import compute_feature, resolve_params
+from ..features import compute_feature, compute_feature_from_file, get_feature_spec, resolve_params
 from .cache import FeatureCache
 from .dataset import Normalizer, locate
 
@@ -122,16 +122,17 @@ class StreamingDataset(IterableDataset):
             base, rel = locate(key, self.root, self.manifest)
             if self.cache is not None:
                 return np.asarray(self.cache.load(base, rel))
-            wav = load_audio(base / rel, self.sr)
+            return compute_feature_from_file(self.feature, base / rel, self.sr, self.params)[0]
         else:
             try:
                 samples, file_sr = sf.read(io.BytesIO(audio), dtype="float32")
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
                 raise AudioError(f"{key}: cannot decode audio ({exc})") from None
-            wav = resample(np.ascontiguousarray(to_mono(samples)), int(file_sr), self.sr)
+            rate = int(file_sr) if get_feature_spec(self.feature).native_rate else self.sr
+            wav = resample(np.ascontiguousarray(to_mono(samples)), int(file_sr), rate)
             if wav.size == 0 or not np.isfinite(wav).all():
                 raise AudioError(f"{key}: audio is empty or holds NaN/infinite samples")
-        return compute_feature(self.feature, wav, self.sr, self.params)
+        return compute_feature(self.feature, wav, rate, self.params)
 
     def _items(self, gid: int, total: int) -> Iterator:
         records = self._manifest_records() if self.manifest is not None else self._shard_records()

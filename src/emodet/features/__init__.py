@@ -8,6 +8,7 @@ from .registry import (
     FeatureSpec,
     check_feature_output,
     compute_feature,
+    compute_feature_from_file,
     get_feature,
     get_feature_spec,
     list_features,
@@ -20,6 +21,6 @@ from .spectral import MFCC, AmplitudeToDB, LogMel, MelScale, Spectrogram, build_
 
 __all__ = [
     "FeatureSpec", "register_feature", "get_feature", "get_feature_spec", "list_features", "resolve_params",
-    "compute_feature", "check_feature_output", "load_plugin", "load_plugins",
+    "compute_feature", "compute_feature_from_file", "check_feature_output", "load_plugin", "load_plugins",
     "Spectrogram", "MelScale", "AmplitudeToDB", "LogMel", "MFCC", "build_logmel", "build_mfcc",
 ]

@@ -78,11 +78,15 @@ def _functionals(feature_set: str, wav: np.ndarray, sr: int) -> np.ndarray:
     return values.reshape(-1, 1)
 
 
-@register_feature("egemaps", defaults={}, description="openSMILE eGeMAPSv02 functionals (88 x 1); needs emodet[opensmile]")
+# openSMILE's functionals run at each file's own rate: resampling 22.05 or 48 kHz audio to 16 kHz
+# would throw away the 8-11 kHz band that ComParE's spectral descriptors use.
+@register_feature("egemaps", defaults={}, native_rate=True,
+                  description="openSMILE eGeMAPSv02 functionals (88 x 1) at the file's own rate; needs emodet[opensmile]")
 def egemaps(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
     return _functionals("egemaps", wav, sr)
 
 
-@register_feature("compare", defaults={}, description="openSMILE ComParE_2016 functionals (6373 x 1); needs emodet[opensmile]")
+@register_feature("compare", defaults={}, native_rate=True,
+                  description="openSMILE ComParE_2016 functionals (6373 x 1) at the file's own rate; needs emodet[opensmile]")
 def compare(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
     return _functionals("compare", wav, sr)

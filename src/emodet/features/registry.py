@@ -32,6 +32,7 @@ class FeatureSpec:
     module_factory: Callable[[int, dict], Any] | None = None
     description: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    native_rate: bool = False  # computed at each file's own sample rate, never resampled
 
     @property
     def exportable(self) -> bool:
@@ -50,9 +51,12 @@ def register_feature(
     module_factory: Callable[[int, dict], Any] | None = None,
     aliases: tuple[str, ...] | list[str] = (),
     description: str | None = None,
+    native_rate: bool = False,
 ) -> Callable[[FeatureFn], FeatureFn]:
     """Decorator registering ``fn(wav, sr, params) -> (features, frames)`` under ``name``.
 
+    ``native_rate=True``: files are read at their own sample rate (``sr`` tells ``fn`` which),
+    for features defined at any rate that would lose the band above 8 kHz to resampling.
     Registering a name (or alias) that is taken raises ``UsageError`` unless ``override=True``.
     """
     if not isinstance(name, str) or not name.strip():
@@ -72,7 +76,7 @@ def register_feature(
             for key in (name, *aliases):
                 _ALIASES.pop(key, None)
         doc = description if description is not None else (fn.__doc__ or "").strip().split("\n")[0]
-        _FEATURE_REGISTRY[name] = FeatureSpec(name, fn, defaults, module_factory, doc, tuple(aliases))
+        _FEATURE_REGISTRY[name] = FeatureSpec(name, fn, defaults, module_factory, doc, tuple(aliases), native_rate)
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
@@ -124,6 +128,15 @@ def compute_feature(name: str, wav: np.ndarray, sr: int, params: dict | None = N
     full = resolve_params(name, params)
     out = spec.fn(wav, sr, full)
     return check_feature_output(spec.name, out)
+
+
+def compute_feature_from_file(name: str, path, sr: int, params: dict | None = None) -> tuple[np.ndarray, float]:
+    """Read ``path`` (at ``sr``, or at its own rate for a ``native_rate`` feature) and compute feature
+    ``name``; returns ``(features, seconds of audio)``. Audio problems raise ``AudioError``."""
+    from ..audio import load_audio_with_rate
+
+    wav, rate = load_audio_with_rate(path, None if get_feature_spec(name).native_rate else sr)
+    return compute_feature(name, wav, rate, params), len(wav) / rate
 
 
 def check_feature_output(name: str, out: Any) -> np.ndarray:
