@@ -69,3 +69,10 @@ def test_yaml_is_loaded_safely(tmp_path):
     (tmp_path / "evil.yaml").write_text("training: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(UsageError, match="not valid YAML"):
         load_config(tmp_path / "evil.yaml")
+
+
+def test_set_inside_a_free_mapping_keeps_its_other_keys():
+    cfg = load_config(REPO / "configs" / "fc_compare.yaml", ["model.params.hidden=[32]"])
+    assert cfg["model"]["params"] == {"pooling": "mean", "hidden": [32], "dropout": 0.5}
+    cfg = load_config(REPO / "configs" / "resnet_logmel.yaml", ["features.params.n_mels=40"])
+    assert cfg["features"]["params"] == {"n_mels": 40}

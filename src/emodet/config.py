@@ -152,7 +152,16 @@ def _merge(base: dict, override: dict, schema: dict, path: str, source: str) -> 
                                  f"({type(value).__name__})")
         if spec.choices and value not in spec.choices:
             raise UsageError(f"{source}: {where} must be one of {', '.join(spec.choices)}, got {value!r}")
+        if isinstance(value, dict) and isinstance(out.get(key), dict):  # free-form mapping (model.params):
+            value = _merge_free(out[key], value)  # --set model.params.hidden=[32] keeps the other params
         out[key] = copy.deepcopy(value)
+    return out
+
+
+def _merge_free(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge_free(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
