@@ -42,6 +42,13 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
                     "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
     assert again.returncode == 0 and "parameters)" not in again.stdout
     assert json.loads((runs / "cv" / "cv_summary.json").read_text())["uar_mean"] == summary["uar_mean"]
+    # a rerun with another recipe is refused, naming what differs, instead of mixing two recipes
+    other = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
+                    "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}",
+                    *FAST, "--set", "training.lr=0.1", "--set", "model.params.dropout=0.1")
+    assert other.returncode == 2, other.stderr
+    assert "another recipe (model.params, training.lr differ)" in other.stderr
+    assert json.loads((runs / "cv" / "cv_summary.json").read_text())["uar_mean"] == summary["uar_mean"]
 
 
 def test_kfold_request_larger_than_speakers_is_refused(tmp_path, synth_corpus):

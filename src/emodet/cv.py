@@ -57,7 +57,10 @@ def run_cv(cfg: dict, folds: str | int, name: str, runs_dir: str | Path = "runs"
     root = check_data_root(cfg)
     d = cfg["data"]
     cv_dir = Path(runs_dir) / name
+    _check_same_recipe(cv_dir, cfg, folds)
     cv_dir.mkdir(parents=True, exist_ok=True)
+    if not (cv_dir / "cv_config.json").exists():
+        atomic_write_json(cv_dir / "cv_config.json", {"folds": str(folds), "recipe": _recipe(cfg)})
     manifest = cv_dir / "manifest.csv"
     if manifest.exists():
         rows = read_manifest(manifest)
@@ -115,6 +118,33 @@ def run_cv(cfg: dict, folds: str | int, name: str, runs_dir: str | Path = "runs"
     atomic_write_json(cv_dir / "cv_summary.json", summary)
     _write_pooled_predictions(cv_dir, n_folds)
     return summary
+
+
+# Keys that may change between a cut cross-validation and its rerun (where things are, how fast).
+_RUN_LOCAL = {("data", "root"), ("data", "manifest"), ("data", "num_workers"), ("features", "cache_dir"),
+              ("training", "device")}
+
+
+def _recipe(cfg: dict) -> dict:
+    return {sec: {k: v for k, v in cfg[sec].items() if (sec, k) not in _RUN_LOCAL} for sec in cfg}
+
+
+def _check_same_recipe(cv_dir: Path, cfg: dict, folds) -> None:
+    """A rerun continues only the cross-validation it started: finished folds are reused, so a changed
+    config would silently mix two recipes in one summary."""
+    path = cv_dir / "cv_config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    now = json.loads(json.dumps({"folds": str(folds), "recipe": _recipe(cfg)}))
+    if saved == now:
+        return
+    diff = [f"--folds ({saved['folds']} before)"] if saved["folds"] != now["folds"] else []
+    for sec in sorted(set(saved["recipe"]) | set(now["recipe"])):
+        old, new = saved["recipe"].get(sec, {}), now["recipe"].get(sec, {})
+        diff += [f"{sec}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    raise UsageError(f"{cv_dir} holds a cross-validation of another recipe ({', '.join(diff)} differ); "
+                     "rerun with its config to resume it, or choose a new --run-name")
 
 
 def _write_pooled_predictions(cv_dir: Path, n_folds: int) -> None:
