@@ -81,3 +81,48 @@ def test_evaluate_and_ensemble_cli(tmp_path, synth_corpus):
     assert student.returncode == 0, student.stderr
     bad = run_cli("evaluate", tmp_path / "nothing")
     assert bad.returncode == 2 and "is not a finished run directory" in bad.stderr
+
+
+def test_distillation_fold_by_fold_from_a_teacher_on_other_features(tmp_path, synth_corpus):
+    """A log-mel CNN learns from an MLP on MFCC statistics: each student fold takes the teacher fold
+    that held out the same speaker, and the teacher's logits are computed from its own features."""
+    import torch
+
+    from emodet.config import load_config
+    from emodet.experiment import RecordingTeacher, load_teacher, prepare_data, resolve_teacher
+
+    runs = tmp_path / "runs"
+    common = ["--folds", "loso", "--data-root", synth_corpus, "--runs-dir", runs,
+              "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST]
+    assert run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "t", *common).returncode == 0
+    student = run_cli("cv", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s", *common,
+                      "--set", f"training.distill.teacher={runs / 't'}", "--set", "training.distill.weight=0.9")
+    assert student.returncode == 0, student.stderr
+    for fold in range(3):
+        held = json.loads((runs / "s" / f"fold_{fold:02d}" / "metrics.json").read_text())["test"]["speakers"]
+        assert resolve_teacher(runs / "t", set(held)) == runs / "t" / f"fold_{fold:02d}"
+    # the teacher's logits for the training recordings of fold 0: its own features, its labels' order
+    cfg = load_config(runs / "s" / "fold_00" / "config.yaml")
+    data = prepare_data(cfg)
+    train = [r for r in data.rows if r["split"] == "train"]
+    test = {r["speaker"] for r in data.rows if r["split"] == "test"}
+    teacher = load_teacher(str(runs / "t"), "cpu", data, train, test, cfg)
+    assert isinstance(teacher, RecordingTeacher) and teacher.logits.shape == (len(train), len(data.labels))
+    # the same as evaluating the teacher's fold on those recordings through `emodet evaluate`
+    manifest = tmp_path / "student_fold0.csv"
+    manifest.write_text((runs / "s" / "fold_00" / "manifest.csv").read_text())
+    ev = run_cli("evaluate", runs / "t" / "fold_00", "--manifest", manifest, "--split", "train", "--data-root", synth_corpus)
+    assert ev.returncode == 0, ev.stderr
+    pred = list(csv.DictReader(open(next((runs / "t" / "fold_00").glob("eval_train*predictions*.csv")))))
+    assert [r["path"] for r in pred] == [r["path"] for r in train]
+    probs = torch.softmax(teacher.logits, 1)
+    expected = torch.tensor([[float(r[f"p_{lab}"]) for lab in data.labels] for r in pred])
+    assert torch.allclose(probs, expected, atol=1e-5)
+    # a teacher that saw the student's test speaker is refused
+    leaky = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "leaky", "--data-root",
+                    synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST,
+                    "--set", "data.split.val=1", "--set", "data.split.test=0")
+    assert leaky.returncode == 0, leaky.stderr
+    refused = run_cli("cv", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s2", *common,
+                      "--set", f"training.distill.teacher={runs / 'leaky'}")
+    assert refused.returncode == 2 and "was trained on test speaker(s)" in refused.stderr

@@ -123,10 +123,11 @@ def fit_normalizer(cfg: dict, data: PreparedData, rows_for_speakers: list | None
     return Normalizer.fit(mode, rows_for_speakers if rows_for_speakers is not None else data.rows, load)
 
 
-def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, distributed=None):
+def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, distributed=None,
+                 train_extras=None):
     """DataLoaders for ``{split: rows}``. Training order: a permutation seeded by (seed, epoch)
     (``DistributedSampler``'s), split over ranks under DDP, so N processes see exactly the
-    batches one process would."""
+    batches one process would. ``train_extras``: one entry a training row, yielded with its item."""
     from torch.utils.data.distributed import DistributedSampler
 
     d, t = cfg["data"], cfg["training"]
@@ -134,7 +135,8 @@ def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_
     for split, rows in rows_by_split.items():
         train = split == "train"
         ds = FeatureDataset(rows, data.root, data.cache, data.labels, train=train, max_seconds=d["max_seconds"],
-                            normalizer=normalizer, manifest_path=data.manifest_path)
+                            normalizer=normalizer, manifest_path=data.manifest_path,
+                            extras=train_extras if train else None)
         if not len(ds) and (distributed is None or split != "val"):
             raise UsageError(f"the {split} split is empty; check data.split (val/test speakers) and data.labels")
         collate = pad_collate
@@ -156,19 +158,74 @@ def input_shape(data: PreparedData) -> tuple:
     return (int(feats.shape[0]), int(feats.shape[1]))
 
 
-def load_teacher(spec: str | None, device="cpu"):
-    """A frozen teacher from a run directory or an ensemble directory: ``fn(x, lengths) -> logits``."""
+class RecordingTeacher:
+    """A teacher's logits computed once for each training recording, from the teacher's own
+    features (e.g. an MLP on openSMILE functionals teaching a log-mel CNN); the training loop
+    reads them from the batch instead of calling a model."""
+
+    per_item = True
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+
+def resolve_teacher(spec: str | Path, test_speakers: set[str]) -> Path:
+    """A run or ensemble directory as given; for a cross-validation directory, its fold that held out
+    exactly ``test_speakers`` (so distilling fold by fold never shows a student its test speakers)."""
+    path = Path(spec)
+    folds = sorted(path.glob("fold_*/metrics.json"))
+    if not folds:
+        return path
+    for metrics in folds:
+        held_out = set(json.loads(metrics.read_text()).get("test", {}).get("speakers", []))
+        if held_out == set(test_speakers):
+            return metrics.parent
+    raise UsageError(f"training.distill.teacher {spec}: no finished fold of this cross-validation held out "
+                     f"{', '.join(sorted(test_speakers)) or 'no speakers'}; run the teacher's cv with the same folds "
+                     "(and split seed) first")
+
+
+def load_teacher(spec: str | None, device="cpu", data: PreparedData | None = None, train_rows=None,
+                 test_speakers=(), cfg: dict | None = None):
+    """A frozen teacher from a run, ensemble or cross-validation directory.
+
+    Same features as the student: ``fn(x, lengths) -> logits`` on the student's batches. Other
+    features (``data`` given): a ``RecordingTeacher`` with logits of every row of ``train_rows``.
+    A teacher that trained or validated on one of ``test_speakers`` is refused (it would leak them).
+    """
     if not spec:
         return None
-    from .ensemble import load_predictor
+    from .ensemble import load_predictor, predictor_info, training_speakers
 
-    model = load_predictor(spec, device)
+    path = resolve_teacher(spec, set(test_speakers)) if test_speakers else Path(spec)
+    leaked = training_speakers(path) & set(test_speakers)
+    if leaked:
+        raise UsageError(f"training.distill.teacher {path} was trained on test speaker(s) {', '.join(sorted(leaked))}; "
+                         "its outputs would leak them into the student (use a teacher trained without them, "
+                         "e.g. the matching fold of a cross-validation)")
+    info = predictor_info(path)
+    model = load_predictor(path, device)
+    same = data is None or (info["feature"] == data.cache.feature and info["feature_params"] == data.cache.params
+                            and int(info["sample_rate"]) == data.cache.sr)
+    if same:
+        def teacher(x, lengths):
+            with torch.no_grad():
+                return model(x, lengths)
 
-    def teacher(x, lengths):
-        with torch.no_grad():
-            return model(x, lengths)
+        return teacher
+    if sorted(info["labels"]) != sorted(data.labels):
+        raise UsageError(f"training.distill.teacher {path}: its labels ({', '.join(info['labels'])}) differ from the "
+                         f"student's ({', '.join(data.labels)})")
+    if cfg is not None and cfg["training"]["augment"]["mixup"] > 0:
+        raise UsageError("training.augment.mixup cannot be combined with a teacher on other features (its outputs "
+                         "are per recording); set mixup to 0 or use a teacher on the student's features")
+    from .evaluation.evaluate import predict_rows
 
-    return teacher
+    load_plugins(info["plugins"])
+    cache = FeatureCache(data.cache.root_dir, info["feature"], info["feature_params"], sr=int(info["sample_rate"]))
+    logits = predict_rows(model, train_rows, data.root, data.manifest_path, info["labels"], cache, info["normalizer"])
+    order = [info["labels"].index(label) for label in data.labels]
+    return RecordingTeacher(logits[:, order].contiguous())
 
 
 def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resume: bool = False,
@@ -201,16 +258,18 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
     if not by_split["val"]:
         raise UsageError("no validation speakers: early stopping and model selection need data.split.val > 0")
     normalizer = fit_normalizer(cfg, data)
+    teacher = load_teacher(cfg["training"]["distill"]["teacher"], "cpu", data, by_split["train"],
+                           {r["speaker"] for r in by_split["test"]}, cfg)
+    extras = list(teacher.logits) if isinstance(teacher, RecordingTeacher) else None
     loader_rows = {k: v for k, v in by_split.items() if v or k != "test"}
     if distributed is not None:  # validation split over ranks, outputs gathered; test on rank 0 after training
         loader_rows["val"] = distributed.shard(by_split["val"])
-    loaders = make_loaders(cfg, data, normalizer, loader_rows, distributed)
+    loaders = make_loaders(cfg, data, normalizer, loader_rows, distributed, train_extras=extras)
     shape = input_shape(data)
     seed_everything(cfg["training"]["seed"])  # the initial weights depend on the seed alone
     model = build_model(cfg["model"]["name"], len(data.labels), shape, cfg["model"]["preset"],
                         **cfg["model"]["params"])
     train_cfg = train_config_from(cfg)
-    teacher = load_teacher(cfg["training"]["distill"]["teacher"], "cpu")
     writer = _tensorboard(run_dir) if is_main else None
     if distributed is not None:
         model = distributed.wrap(model)

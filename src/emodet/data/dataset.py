@@ -118,11 +118,16 @@ class FeatureDataset(Dataset):
     padded later by ``pad_collate``); ``train=False`` returns the whole recording (or, with
     ``max_seconds`` and ``crop_eval=True``, its first ``max_seconds``). Missing cache entries
     are computed and stored. ``preload`` keeps every item in memory after the first read.
+    ``extras`` (one entry a row, e.g. a teacher's logits) makes items 4-tuples.
     """
 
     def __init__(self, rows: list[dict], root: str | Path | None, cache: FeatureCache, labels: list[str], *,
                  train: bool = False, max_seconds: float | None = None, normalizer: Normalizer | None = None,
-                 preload: bool = True, manifest_path: str | Path | None = None, crop_eval: bool = False):
+                 preload: bool = True, manifest_path: str | Path | None = None, crop_eval: bool = False,
+                 extras=None):
+        if extras is not None and len(extras) != len(rows):
+            raise ValueError(f"extras has {len(extras)} entries for {len(rows)} rows")
+        self.extras = extras
         self.rows = list(rows)
         self.root = Path(root) if root is not None else None
         self.cache = cache
@@ -169,6 +174,8 @@ class FeatureDataset(Dataset):
             start = int(torch.randint(0, n - self.max_frames + 1, (1,))) if self.train else 0
             feats = feats[:, start:start + self.max_frames]
         x = torch.from_numpy(feats)
+        if self.extras is not None:
+            return x, self.targets[i], x.shape[1], self.extras[i]
         return x, self.targets[i], x.shape[1]
 
     def __getitems__(self, indices):

@@ -151,7 +151,8 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
     """Train ``model``; with ``run_dir``, write ``checkpoints/best.pt``, ``checkpoints/last.pt`` and ``history.csv``.
 
     ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` exactly where it stopped.
-    ``teacher(x, lengths) -> logits`` adds distillation with ``cfg.distill_weight``.
+    ``teacher(x, lengths) -> logits`` adds distillation with ``cfg.distill_weight``; a teacher with
+    ``per_item = True`` instead supplies its logits as the 4th element of each training batch.
     ``is_main``: only the main process writes (DDP rank 0). ``reduce_metrics(logits, targets)``
     gathers validation outputs from every rank (DDP).
     """
@@ -213,7 +214,7 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
         bar = tqdm(total=steps_per_epoch if steps_per_epoch > 1 else None, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="batch", leave=False, disable=_bar_disabled(progress, is_main))
         t_wait = time.perf_counter()
-        for x, y, lengths, *_ in train_loader:
+        for x, y, lengths, *extra in train_loader:
             wait += time.perf_counter() - t_wait
             x, y, lengths = x.to(device, non_blocking=True), y.to(device), lengths.to(device)
             if cfg.specaugment:
@@ -225,8 +226,9 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
                 logits = model(x, lengths)
                 loss = criterion(logits, targets)
                 if teacher is not None and cfg.distill_weight > 0:
-                    with torch.no_grad():
-                        teacher_logits = teacher(x, lengths)
+                    with torch.no_grad():  # a per-recording teacher's logits ride along in the batch
+                        teacher_logits = torch.stack(extra[0]).to(device) if getattr(teacher, "per_item", False) \
+                            else teacher(x, lengths)
                     loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * distillation_loss(
                         logits, teacher_logits, cfg.distill_temperature)
             if not torch.isfinite(loss):
