@@ -5,12 +5,12 @@ import torch
 from emodet.errors import UnknownNameError, UsageError
 from emodet.models import _MODEL_REGISTRY, build_model, count_parameters, list_models, register_model
 
-FAMILIES = ["fc", "resnet", "lstm", "crnn"]
+FAMILIES = ["fc", "cnn", "resnet", "lstm", "crnn"]
 
 
 def test_registry_lists_families_and_errors():
     assert set(FAMILIES) <= set(list_models()) and set(FAMILIES) <= set(_MODEL_REGISTRY)
-    with pytest.raises(UnknownNameError, match=r"unknown model 'resnt' \(did you mean 'resnet'\?\); known models: crnn, fc"):
+    with pytest.raises(UnknownNameError, match=r"unknown model 'resnt' \(did you mean 'resnet'\?\); known models: cnn, crnn, fc"):
         build_model("resnt", 4, (40, 100))
     with pytest.raises(UsageError, match=r"model 'lstm' has no parameter 'hiden' \(did you mean 'hidden'\?\)"):
         build_model("lstm", 4, (40, 100), hiden=3)
@@ -56,7 +56,7 @@ def test_fc_on_functionals():
     assert model(torch.randn(5, 88, 1)).shape == (5, 3)
 
 
-@pytest.mark.parametrize("name,extra", [("fc", {}), ("resnet", {}), ("lstm", {}), ("crnn", {})])
+@pytest.mark.parametrize("name,extra", [("fc", {}), ("cnn", {}), ("cnn", {"pooling": "meanstd"}), ("resnet", {}), ("lstm", {}), ("crnn", {})])
 def test_export_parity_in_onnxruntime(name, extra, tmp_path):
     pytest.importorskip("onnxruntime")
     from emodet.export.onnx import export_classifier, onnx_logits
