@@ -44,6 +44,9 @@ def pooled_predictions(cv_dir: Path) -> dict[str, dict]:
 
 def fuse(members: list[dict[str, dict]], labels: list[str]) -> dict:
     paths = sorted(set.intersection(*(set(m) for m in members)))
+    if any(len(m) != len(paths) for m in members):
+        raise SystemExit("ensemble members hold predictions for different recordings: fuse runs of one corpus and "
+                         "one set of folds")
     probs = np.mean([[[float(m[p][f"p_{lab}"]) for lab in labels] for p in paths] for m in members], axis=0)
     index = {lab: i for i, lab in enumerate(labels)}
     targets = [index[members[0][p]["label"]] for p in paths]
@@ -53,8 +56,9 @@ def fuse(members: list[dict[str, dict]], labels: list[str]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", choices=sorted(CORPORA), default="emodb")
-    ap.add_argument("--configs", nargs="+", default=["fc_compare", "fc_mfcc", "resnet_mfcc"])
-    ap.add_argument("--ensemble", nargs="*", default=[], help="members joined by +, e.g. fc_compare+resnet_mfcc")
+    ap.add_argument("--configs", nargs="*", default=["fc_compare", "fc_mfcc", "resnet_mfcc"])
+    ap.add_argument("--ensemble", nargs="*", default=[],
+                    help="members joined by +: configs run here or LOSO directories, e.g. fc_compare+runs/x/emodb_cnn_logmel")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench_accuracy")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="override for every config")
@@ -80,9 +84,11 @@ def main() -> int:
               f"{summary['uar_std']:.3f}), {summary['seconds']:.0f} s of training for all folds", flush=True)
     fused = {}
     for spec in args.ensemble:
-        members = spec.split("+")
-        preds = [pooled_predictions(args.runs_dir / f"{args.corpus}_{m.replace(':', '_')}") for m in members]
-        fused[spec] = fuse(preds, results[members[0]]["labels"])
+        # a member is a config benchmarked here (name[:preset]) or the path of a finished LOSO directory
+        dirs = [Path(m) if "/" in m else args.runs_dir / f"{args.corpus}_{m.replace(':', '_')}"
+                for m in spec.split("+")]
+        labels = json.loads((dirs[0] / "fold_00" / "metrics.json").read_text())["labels"]
+        fused[spec] = fuse([pooled_predictions(d) for d in dirs], labels)
 
     print(f"\n{args.corpus}, leave-one-speaker-out, pooled over all held-out recordings")
     print(f"{'system':<40}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'LOSO min':>10}")
