@@ -1,6 +1,6 @@
 """Edge deployment figures: latency per 3 s clip on one thread, model sizes, and the UAR cost of int8.
 
-    python bench/edge.py [--cv-dir runs/bench_accuracy/emodb_resnet_logmel_tiny]
+    python bench/edge.py [--cv-dir runs/bench_accuracy/emodb_cnn_logmel]   # the tiny CNN (configs/cnn_logmel.yaml)
 
 Latency (p50/p95 over --repeats runs of a 3 s clip, one thread, after warm-up), measured
 side by side in this run for: ONNX Runtime fp32 with the log-mel front end in the graph,
@@ -136,13 +136,13 @@ def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cv-dir", type=Path, default=Path("runs") / "bench_accuracy" / "emodb_resnet_logmel_tiny")
+    ap.add_argument("--cv-dir", type=Path, default=Path("runs") / "bench_accuracy" / "emodb_cnn_logmel")
     ap.add_argument("--run", type=Path, help="run directory for the latency figures (default: the first fold)")
     ap.add_argument("--repeats", type=int, default=200)
     args = ap.parse_args()
     run = args.run or next(iter(sorted(args.cv_dir.glob("fold_*"))), None)
     if run is None:
-        print("no run: pass --run RUN_DIR or run bench/accuracy.py (configs resnet_logmel:tiny) first")
+        print("no run: pass --run RUN_DIR or run bench/accuracy.py --configs cnn_logmel first")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         latency(run, Path(tmp), args.repeats)
