@@ -118,6 +118,12 @@ def test_distillation_fold_by_fold_from_a_teacher_on_other_features(tmp_path, sy
     probs = torch.softmax(teacher.logits, 1)
     expected = torch.tensor([[float(r[f"p_{lab}"]) for lab in data.labels] for r in pred])
     assert torch.allclose(probs, expected, atol=1e-5)
+    # a teacher on the student's features and normalisation runs on the student's batches; a different
+    # normalisation makes it a per-recording teacher with its own inputs
+    same = load_teacher(str(runs / "s"), "cpu", data, train, test, cfg, {"mode": "speaker"})
+    assert callable(same) and not isinstance(same, RecordingTeacher)
+    other_norm = load_teacher(str(runs / "s"), "cpu", data, train, test, cfg, {"mode": "none"})
+    assert isinstance(other_norm, RecordingTeacher) and other_norm.logits.shape == (len(train), len(data.labels))
     # a teacher that saw the student's test speaker is refused
     leaky = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "leaky", "--data-root",
                     synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST,

@@ -186,11 +186,12 @@ def resolve_teacher(spec: str | Path, test_speakers: set[str]) -> Path:
 
 
 def load_teacher(spec: str | None, device="cpu", data: PreparedData | None = None, train_rows=None,
-                 test_speakers=(), cfg: dict | None = None):
+                 test_speakers=(), cfg: dict | None = None, normalizer: dict | None = None):
     """A frozen teacher from a run, ensemble or cross-validation directory.
 
-    Same features as the student: ``fn(x, lengths) -> logits`` on the student's batches. Other
-    features (``data`` given): a ``RecordingTeacher`` with logits of every row of ``train_rows``.
+    Same features and normalisation as the student (``normalizer``: the student's, as saved):
+    ``fn(x, lengths) -> logits`` on the student's batches. Otherwise (``data`` given): a
+    ``RecordingTeacher`` with logits of every row of ``train_rows`` from its own inputs.
     A teacher that trained or validated on one of ``test_speakers`` is refused (it would leak them).
     """
     if not spec:
@@ -206,7 +207,8 @@ def load_teacher(spec: str | None, device="cpu", data: PreparedData | None = Non
     info = predictor_info(path)
     model = load_predictor(path, device)
     same = data is None or (info["feature"] == data.cache.feature and info["feature_params"] == data.cache.params
-                            and int(info["sample_rate"]) == data.cache.sr)
+                            and int(info["sample_rate"]) == data.cache.sr
+                            and (normalizer is None or info["normalizer"] == normalizer))
     if same:
         def teacher(x, lengths):
             with torch.no_grad():
@@ -217,8 +219,9 @@ def load_teacher(spec: str | None, device="cpu", data: PreparedData | None = Non
         raise UsageError(f"training.distill.teacher {path}: its labels ({', '.join(info['labels'])}) differ from the "
                          f"student's ({', '.join(data.labels)})")
     if cfg is not None and cfg["training"]["augment"]["mixup"] > 0:
-        raise UsageError("training.augment.mixup cannot be combined with a teacher on other features (its outputs "
-                         "are per recording); set mixup to 0 or use a teacher on the student's features")
+        raise UsageError("training.augment.mixup cannot be combined with a teacher on other features or "
+                         "normalisation (its outputs are per recording); set mixup to 0 or use a teacher with the "
+                         "student's features and normalisation")
     from .evaluation.evaluate import predict_rows
 
     load_plugins(info["plugins"])
@@ -259,7 +262,7 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
         raise UsageError("no validation speakers: early stopping and model selection need data.split.val > 0")
     normalizer = fit_normalizer(cfg, data)
     teacher = load_teacher(cfg["training"]["distill"]["teacher"], "cpu", data, by_split["train"],
-                           {r["speaker"] for r in by_split["test"]}, cfg)
+                           {r["speaker"] for r in by_split["test"]}, cfg, json.loads(json.dumps(normalizer.to_dict())))
     extras = list(teacher.logits) if isinstance(teacher, RecordingTeacher) else None
     loader_rows = {k: v for k, v in by_split.items() if v or k != "test"}
     if distributed is not None:  # validation split over ranks, outputs gathered; test on rank 0 after training
