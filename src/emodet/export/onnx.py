@@ -256,7 +256,7 @@ def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] 
             return next(self.feeds, None)
 
     try:
-        atomic_write_bytes(temps[2], proto.SerializeToString())
+        temps[2].write_bytes(proto.SerializeToString())  # the quantisers' input: dense, a private temp file
         step = src = temps[2]
         with _quiet():
             if calibration and convs:
