@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import conv_lengths, full_lengths, length_mask, masked_mean_std
+from .common import conv_lengths, full_lengths, length_mask, masked_mean, masked_mean_std
 from .registry import register_model
 
 
@@ -45,9 +45,5 @@ class PlainCNN(nn.Module):
             lengths = conv_lengths(lengths, 2)
         h = h.mean(dim=2)  # (B, C, T')
         mask = length_mask(lengths.clamp(min=1), h.shape[-1])
-        if self.pooling == "meanstd":
-            pooled = masked_mean_std(h, mask)
-        else:
-            m = mask[:, None, :].to(h.dtype)
-            pooled = (h * m).sum(-1) / m.sum(-1).clamp(min=1.0)
+        pooled = masked_mean_std(h, mask) if self.pooling == "meanstd" else masked_mean(h, mask)
         return self.head(self.dropout(pooled))

@@ -23,11 +23,17 @@ def conv_lengths(lengths: torch.Tensor, stride: int) -> torch.Tensor:
     return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x (B, C, T)``, ``mask (B, T)`` -> ``(B, C)`` mean over valid frames."""
+    m = mask[:, None, :].to(x.dtype)
+    return (x * m).sum(-1) / m.sum(-1).clamp(min=1.0)
+
+
 def masked_mean_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x (B, C, T)``, ``mask (B, T)`` -> ``(B, 2C)`` mean and standard deviation over valid frames."""
     m = mask[:, None, :].to(x.dtype)
     n = m.sum(-1).clamp(min=1.0)
-    mean = (x * m).sum(-1) / n
+    mean = masked_mean(x, mask)
     var = (((x - mean[..., None]) ** 2) * m).sum(-1) / n
     return torch.cat([mean, torch.sqrt(var + 1e-5)], dim=1)
 
