@@ -51,6 +51,29 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
     assert json.loads((runs / "cv" / "cv_summary.json").read_text())["uar_mean"] == summary["uar_mean"]
 
 
+def test_fixed_epoch_recipe_trains_on_every_speaker_but_the_held_out_one(tmp_path, synth_corpus):
+    """data.split.val: 0 with a fixed number of epochs: no validation speaker is set aside in any fold."""
+    runs, common = tmp_path / "runs", ["--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set",
+                                       f"features.cache_dir={tmp_path / 'c'}", *FAST, "--set", "data.split.val=0"]
+    refused = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "sel",
+                      *common)  # fc_mfcc picks its best epoch on validation speakers
+    assert refused.returncode == 2, refused.stderr
+    assert "no validation speakers (data.split.val: 0)" in refused.stderr and "select: last" in refused.stderr
+    out = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "fixed",
+                  *common, "--set", "training.early_stopping.select=last", "--set", "training.early_stopping.patience=0")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((runs / "fixed" / "cv_summary.json").read_text())
+    for f in summary["folds"]:
+        assert f["val_speakers"] == []
+        rows = list(csv.DictReader(open(runs / "fixed" / f"fold_{f['fold']:02d}" / "manifest.csv")))
+        train = {r["speaker"] for r in rows if r["split"] == "train"}
+        assert train == {"spk01", "spk02", "spk03"} - set(f["held_out_speakers"])
+        assert {r["split"] for r in rows} == {"train", "test"}
+        metrics = json.loads((runs / "fixed" / f"fold_{f['fold']:02d}" / "metrics.json").read_text())
+        assert "val" not in metrics and metrics["best_epoch"] == metrics["epochs_run"] == 2
+    assert summary["pooled"]["n"] == 45
+
+
 def test_kfold_request_larger_than_speakers_is_refused(tmp_path, synth_corpus):
     out = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "5", "--run-name", "cv5",
                   "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", *FAST)

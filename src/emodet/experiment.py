@@ -258,14 +258,17 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
             distributed.barrier()
         distributed.check_same("data", [(r["path"], r["label"], r["speaker"], r["split"]) for r in data.rows])
     by_split = {s: [r for r in data.rows if r["split"] == s] for s in ("train", "val", "test")}
-    if not by_split["val"]:
-        raise UsageError("no validation speakers: early stopping and model selection need data.split.val > 0")
+    es = cfg["training"]["early_stopping"]
+    if not by_split["val"] and (es["select"] != "last" or es["patience"] > 0):
+        raise UsageError("no validation speakers (data.split.val: 0): early stopping and model selection need them; "
+                         "set data.split.val > 0, or train a fixed number of epochs with "
+                         "training.early_stopping: {select: last, patience: 0}")
     normalizer = fit_normalizer(cfg, data)
     teacher = load_teacher(cfg["training"]["distill"]["teacher"], "cpu", data, by_split["train"],
                            {r["speaker"] for r in by_split["test"]}, cfg, json.loads(json.dumps(normalizer.to_dict())))
     extras = list(teacher.logits) if isinstance(teacher, RecordingTeacher) else None
-    loader_rows = {k: v for k, v in by_split.items() if v or k != "test"}
-    if distributed is not None:  # validation split over ranks, outputs gathered; test on rank 0 after training
+    loader_rows = {k: v for k, v in by_split.items() if v or k == "train"}  # no val: fixed epochs, nothing to watch
+    if distributed is not None and by_split["val"]:  # validation over ranks, outputs gathered; test on rank 0 after
         loader_rows["val"] = distributed.shard(by_split["val"])
     loaders = make_loaders(cfg, data, normalizer, loader_rows, distributed, train_extras=extras)
     shape = input_shape(data)
@@ -282,7 +285,7 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
         print(f"{run_name}: {cfg['model']['name']} ({cfg['model']['preset']}, {count_parameters(model):,} parameters) "
               f"on {cfg['features']['type']}; {len(by_split['train'])} train / {len(by_split['val'])} val / "
               f"{len(by_split['test'])} test recordings; labels {', '.join(data.labels)}", flush=True)
-    result = train_loop(model, loaders["train"], loaders["val"], train_cfg, data.labels, run_dir=run_dir, resume=resume,
+    result = train_loop(model, loaders["train"], loaders.get("val"), train_cfg, data.labels, run_dir=run_dir, resume=resume,
                         teacher=teacher, progress=progress, writer=writer, is_main=is_main,
                         reduce_metrics=distributed.gather if distributed else None)
     if writer is not None:

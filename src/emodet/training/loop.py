@@ -251,8 +251,8 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
         bar.close()
         train_seconds = time.perf_counter() - t_epoch
 
-        logits, targets = predict_logits(model, val_loader, device, cfg.amp)
-        if reduce_metrics is not None:
+        logits, targets = predict_logits(model, val_loader if val_loader is not None else (), device, cfg.amp)
+        if reduce_metrics is not None and val_loader is not None:
             logits, targets = reduce_metrics(logits, targets)
         val = classification_metrics(targets.numpy(), logits.argmax(1).numpy(), labels) if len(targets) else \
             {"uar": float("nan"), "wa": float("nan"), "macro_f1": float("nan")}
@@ -308,8 +308,9 @@ def print_epoch(row: dict, improved: bool, progress: bool | None) -> None:
     if progress is False:
         return
     mark = " *" if improved else ""
-    print(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-          f"val UAR {row['val_uar']:.3f}  WA {row['val_wa']:.3f}  {row['seconds']:.1f}s{mark}", flush=True)
+    val = (f"val loss {row['val_loss']:.4f}  val UAR {row['val_uar']:.3f}  WA {row['val_wa']:.3f}"
+           if row["val_uar"] == row["val_uar"] else "no validation split")
+    print(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  {val}  {row['seconds']:.1f}s{mark}", flush=True)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
