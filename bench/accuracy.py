@@ -59,6 +59,9 @@ def main() -> int:
     ap.add_argument("--configs", nargs="*", default=["fc_compare", "fc_mfcc", "resnet_mfcc"])
     ap.add_argument("--ensemble", nargs="*", default=[],
                     help="members joined by +: configs run here or LOSO directories, e.g. fc_compare+runs/x/emodb_cnn_logmel")
+    ap.add_argument("--folds", default="loso",
+                    help="loso (the benchmark's protocol) or K folds by speaker (run names get _kK), e.g. for a "
+                         "large corpus where 24 CNN trainings do not fit the time at hand")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench_accuracy")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="override for every config")
@@ -68,6 +71,11 @@ def main() -> int:
         print(f"{args.corpus} not found at {root}; this benchmark needs it")
         return 0
     results = {}
+    suffix = "" if args.folds == "loso" else f"_k{int(args.folds)}"
+
+    def run_name(name: str) -> str:
+        return f"{args.corpus}_{name.replace(':', '_')}{suffix}"
+
     for name in args.configs:
         variant = name.split(":")  # config[:preset] e.g. resnet_mfcc:tiny
         overrides = [f"features.cache_dir={args.cache_dir}", *args.overrides]
@@ -75,9 +83,8 @@ def main() -> int:
             overrides.append(f"model.preset={variant[1]}")
         cfg = load_config(REPO / "configs" / f"{variant[0]}.yaml", overrides, str(root))
         t0 = time.perf_counter()
-        summary = run_cv(cfg, "loso", f"{args.corpus}_{name.replace(':', '_')}", args.runs_dir, progress=False)
-        first_fold = json.loads((args.runs_dir / f"{args.corpus}_{name.replace(':', '_')}" / "fold_00" /
-                                 "metrics.json").read_text())
+        summary = run_cv(cfg, args.folds, run_name(name), args.runs_dir, progress=False)
+        first_fold = json.loads((args.runs_dir / run_name(name) / "fold_00" / "metrics.json").read_text())
         results[name] = {"summary": summary, "seconds": time.perf_counter() - t0, "params": first_fold["parameters"],
                          "labels": first_fold["labels"]}
         print(f"{name}: pooled UAR {summary['pooled']['uar']:.3f} (fold mean {summary['uar_mean']:.3f} +- "
@@ -85,12 +92,12 @@ def main() -> int:
     fused = {}
     for spec in args.ensemble:
         # a member is a config benchmarked here (name[:preset]) or the path of a finished LOSO directory
-        dirs = [Path(m) if "/" in m else args.runs_dir / f"{args.corpus}_{m.replace(':', '_')}"
-                for m in spec.split("+")]
+        dirs = [Path(m) if "/" in m else args.runs_dir / run_name(m) for m in spec.split("+")]
         labels = json.loads((dirs[0] / "fold_00" / "metrics.json").read_text())["labels"]
         fused[spec] = fuse([pooled_predictions(d) for d in dirs], labels)
 
-    print(f"\n{args.corpus}, leave-one-speaker-out, pooled over all held-out recordings")
+    protocol = "leave-one-speaker-out" if args.folds == "loso" else f"{int(args.folds)} folds by speaker"
+    print(f"\n{args.corpus}, {protocol}, pooled over all held-out recordings")
     print(f"{'system':<40}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'LOSO min':>10}")
     for name, r in results.items():
         s = r["summary"]
