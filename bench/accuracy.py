@@ -3,6 +3,12 @@
     python bench/accuracy.py --corpus emodb [--configs fc_compare resnet_mfcc ...] [--ensemble fc_compare+resnet_mfcc]
     python bench/accuracy.py --corpus ravdess --configs fc_compare
 
+The best recipe (late fusion of three seeds of fc_compare and two of cnn_logmel; name@N is
+the config trained with training.seed=N):
+
+    python bench/accuracy.py --configs fc_compare fc_compare@1 fc_compare@2 cnn_logmel cnn_logmel@1 \
+        --ensemble fc_compare+fc_compare@1+fc_compare@2+cnn_logmel+cnn_logmel@1
+
 Every config runs as `emodet cv --config configs/X.yaml --folds loso` would (validation
 speakers drawn from each fold's training speakers, model selection on them only; the
 held-out speaker is never seen). Runs are kept in --runs-dir and resumed, so an interrupted
@@ -74,24 +80,31 @@ def main() -> int:
     suffix = "" if args.folds == "loso" else f"_k{int(args.folds)}"
 
     def run_name(name: str) -> str:
-        return f"{args.corpus}_{name.replace(':', '_')}{suffix}"
+        return f"{args.corpus}_{name.replace(':', '_').replace('@', '_seed')}{suffix}"
 
     for name in args.configs:
-        variant = name.split(":")  # config[:preset] e.g. resnet_mfcc:tiny
+        name_seed = name.split("@")  # config[:preset][@seed] e.g. resnet_mfcc:tiny, cnn_logmel@1
+        variant = name_seed[0].split(":")
         overrides = [f"features.cache_dir={args.cache_dir}", *args.overrides]
         if len(variant) > 1:
             overrides.append(f"model.preset={variant[1]}")
+        if len(name_seed) > 1:
+            overrides.append(f"training.seed={int(name_seed[1])}")
         cfg = load_config(REPO / "configs" / f"{variant[0]}.yaml", overrides, str(root))
         t0 = time.perf_counter()
         summary = run_cv(cfg, args.folds, run_name(name), args.runs_dir, progress=False)
         first_fold = json.loads((args.runs_dir / run_name(name) / "fold_00" / "metrics.json").read_text())
-        results[name] = {"summary": summary, "seconds": time.perf_counter() - t0, "params": first_fold["parameters"],
+        # training time as each fold recorded it, so a benchmark resumed from finished folds still reports it
+        fold_seconds = sum(json.loads((args.runs_dir / run_name(name) / f"fold_{f['fold']:02d}" / "metrics.json")
+                                      .read_text())["train_seconds"] for f in summary["folds"])
+        results[name] = {"summary": summary, "seconds": fold_seconds, "params": first_fold["parameters"],
                          "labels": first_fold["labels"]}
         print(f"{name}: pooled UAR {summary['pooled']['uar']:.3f} (fold mean {summary['uar_mean']:.3f} +- "
-              f"{summary['uar_std']:.3f}), {summary['seconds']:.0f} s of training for all folds", flush=True)
+              f"{summary['uar_std']:.3f}), {fold_seconds:.0f} s of training for all folds "
+              f"({time.perf_counter() - t0:.0f} s in this call)", flush=True)
     fused = {}
     for spec in args.ensemble:
-        # a member is a config benchmarked here (name[:preset]) or the path of a finished LOSO directory
+        # a member is a config benchmarked here (name[:preset][@seed]) or the path of a finished LOSO directory
         dirs = [Path(m) if "/" in m else args.runs_dir / run_name(m) for m in spec.split("+")]
         labels = json.loads((dirs[0] / "fold_00" / "metrics.json").read_text())["labels"]
         fused[spec] = fuse([pooled_predictions(d) for d in dirs], labels)
@@ -102,7 +115,7 @@ def main() -> int:
     for name, r in results.items():
         s = r["summary"]
         print(f"{name:<40}{s['pooled']['uar']:>7.3f}{s['pooled']['wa']:>7.3f}{s['pooled']['macro_f1']:>7.3f}"
-              f"{s['uar_mean']:>9.3f} +-{s['uar_std']:.2f}{r['params']:>11,}{s['seconds'] / 60:>10.1f}")
+              f"{s['uar_mean']:>9.3f} +-{s['uar_std']:.2f}{r['params']:>11,}{r['seconds'] / 60:>10.1f}")
     for spec, m in fused.items():
         print(f"{'ensemble ' + spec:<40}{m['uar']:>7.3f}{m['wa']:>7.3f}{m['macro_f1']:>7.3f}")
     for label, value in REFERENCES[args.corpus]:
