@@ -111,7 +111,7 @@ def main() -> int:
 
     protocol = "leave-one-speaker-out" if args.folds == "loso" else f"{int(args.folds)} folds by speaker"
     print(f"\n{args.corpus}, {protocol}, pooled over all held-out recordings")
-    print(f"{'system':<40}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'LOSO min':>10}")
+    print(f"{'system':<40}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'CV min':>10}")
     for name, r in results.items():
         s = r["summary"]
         print(f"{name:<40}{s['pooled']['uar']:>7.3f}{s['pooled']['wa']:>7.3f}{s['pooled']['macro_f1']:>7.3f}"
