@@ -43,10 +43,9 @@ def fold_manifest_rows(rows: list[dict], held_out: set[str], val: float, seed: i
     """Rows with ``split``: ``test`` for the held-out speakers; ``val`` speakers drawn from the rest."""
     rest = [r for r in rows if r["speaker"] not in held_out]
     n_rest = len({r["speaker"] for r in rest})
-    if n_rest < 2:
-        if n_rest < 1 or val:
-            raise UsageError(f"a fold needs at least 2 training speakers (one for validation) or data.split.val: 0; "
-                             f"this one has {n_rest}")
+    if n_rest < (2 if val else 1):
+        raise UsageError(f"a fold needs at least 2 training speakers (one for validation) or data.split.val: 0; "
+                         f"this one has {n_rest}")
     split = speaker_independent_split(rest, val=val, test=0, seed=seed)
     out = []
     for r in rows:
@@ -103,11 +102,12 @@ def run_cv(cfg: dict, folds: str | int, name: str, runs_dir: str | Path = "runs"
         labels = m["labels"]
         cm = np.array(m["confusion_matrix"])
         pooled_cm = cm if pooled_cm is None else pooled_cm + cm
-        fold_results.append({"fold": k, "held_out_speakers": sorted(held_out), "val_speakers": m.get("val", {}).get("speakers", []),
+        val_speakers = m["val"]["speakers"] if "val" in m else []  # none with data.split.val: 0
+        fold_results.append({"fold": k, "held_out_speakers": sorted(held_out), "val_speakers": val_speakers,
                              "uar": m["uar"], "wa": m["wa"], "macro_f1": m["macro_f1"], "n": m["test"]["n"],
                              "best_epoch": m["best_epoch"]})
         print(f"fold {k + 1}/{n_folds}: UAR {m['uar']:.3f}  WA {m['wa']:.3f}  (validation: "
-              f"{', '.join(m.get('val', {}).get('speakers', [])) or 'none'})", flush=True)
+              f"{', '.join(val_speakers) or 'none'})", flush=True)
     uars = np.array([f["uar"] for f in fold_results])
     summary = {
         "name": name, "folds_spec": str(folds), "n_folds": n_folds, "folds": fold_results,
