@@ -93,12 +93,12 @@ def main() -> int:
         cfg = load_config(REPO / "configs" / f"{variant[0]}.yaml", overrides, str(root))
         t0 = time.perf_counter()
         summary = run_cv(cfg, args.folds, run_name(name), args.runs_dir, progress=False)
-        first_fold = json.loads((args.runs_dir / run_name(name) / "fold_00" / "metrics.json").read_text())
+        folds = [json.loads((args.runs_dir / run_name(name) / f"fold_{f['fold']:02d}" / "metrics.json").read_text())
+                 for f in summary["folds"]]
         # training time as each fold recorded it, so a benchmark resumed from finished folds still reports it
-        fold_seconds = sum(json.loads((args.runs_dir / run_name(name) / f"fold_{f['fold']:02d}" / "metrics.json")
-                                      .read_text())["train_seconds"] for f in summary["folds"])
-        results[name] = {"summary": summary, "seconds": fold_seconds, "params": first_fold["parameters"],
-                         "labels": first_fold["labels"]}
+        fold_seconds = sum(m["train_seconds"] for m in folds)
+        results[name] = {"summary": summary, "seconds": fold_seconds, "params": folds[0]["parameters"],
+                         "labels": folds[0]["labels"]}
         print(f"{name}: pooled UAR {summary['pooled']['uar']:.3f} (fold mean {summary['uar_mean']:.3f} +- "
               f"{summary['uar_std']:.3f}), {fold_seconds:.0f} s of training for all folds "
               f"({time.perf_counter() - t0:.0f} s in this call)", flush=True)
