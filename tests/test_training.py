@@ -185,3 +185,64 @@ def test_checkpoint_loading_is_weights_only(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"garbage")
     with pytest.raises(UsageError, match="junk.pt: not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+class Functionals(torch.utils.data.Dataset):
+    """One vector a recording (T = 1), imbalanced classes: the shape of openSMILE functionals."""
+
+    def __init__(self, n=90, dim=12, seed=0):
+        rng = np.random.default_rng(seed)
+        self.targets = [int(v) for v in rng.choice(3, size=n, p=[0.5, 0.3, 0.2])]
+        self.x = (rng.normal(size=(n, dim)) + np.eye(3, dim)[self.targets] * 1.5).astype(np.float32)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.x[i])[:, None], self.targets[i], 1
+
+
+def test_lbfgs_reaches_the_logistic_regression_optimum_of_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    from emodet.data.dataset import pad_collate
+
+    data = Functionals()
+    train = DataLoader(data, batch_size=16, shuffle=True, collate_fn=pad_collate, generator=torch.Generator().manual_seed(0))
+    model = build_model("fc", 3, (12, 1), hidden=[], dropout=0.0, pooling="mean")
+    wd = 0.05
+    cfg = TrainConfig(epochs=6, lr=1.0, optimizer="lbfgs", scheduler="none", weight_decay=wd, patience=0,
+                      class_weights="balanced")
+    res = train_loop(model, train, None, cfg, LABELS, progress=False)
+    ref = LogisticRegression(C=1 / (wd * len(data)), class_weight="balanced", tol=1e-10, max_iter=10000)
+    ref.fit(data.x, data.targets)
+    with torch.no_grad():
+        ours = torch.softmax(model(torch.from_numpy(data.x)[:, :, None]), 1).numpy()
+    np.testing.assert_allclose(ours, ref.predict_proba(data.x), atol=1e-3)  # float32 vs float64
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("change,key", [({"scheduler": "cosine"}, "training.scheduler"),
+                                        ({"mixup": 0.2}, "mixup"), ({"amp": True}, "training.amp")])
+def test_lbfgs_refuses_what_would_move_its_objective(change, key):
+    cfg = TrainConfig(**{"epochs": 1, "lr": 1.0, "optimizer": "lbfgs", "scheduler": "none", **change})
+    with pytest.raises(UsageError, match=key):
+        train_loop(build_model("fc", 3, (8, 20), preset="tiny"), *loaders(), cfg, LABELS, progress=False)
+
+
+def test_lbfgs_resume_equals_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(epochs=4, lr=1.0, optimizer="lbfgs", scheduler="none", patience=0, specaugment=True, seed=1)
+
+    def run(name, epochs, resume=False):
+        torch.manual_seed(5)
+        model = build_model("fc", 3, (8, 20), preset="tiny")
+        res = train_loop(model, *loaders(), TrainConfig(**{**cfg.__dict__, "epochs": epochs}), LABELS,
+                         run_dir=tmp_path / name, resume=resume, progress=False)
+        return model, res
+
+    full_model, full = run("full", 4)
+    run("cut", 2)
+    resumed_model, resumed = run("cut", 4, resume=True)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

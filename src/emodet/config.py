@@ -68,7 +68,7 @@ SCHEMA = {
         "batch_size": F(32, int),
         "lr": F(1e-3, *NUM),
         "weight_decay": F(1e-4, *NUM),
-        "optimizer": F("adamw", str, choices=("adamw", "adam", "sgd")),
+        "optimizer": F("adamw", str, choices=("adamw", "adam", "sgd", "lbfgs")),
         "scheduler": F("cosine", str, choices=("none", "cosine", "onecycle", "plateau")),
         "amp": F(False, bool),
         "early_stopping": {

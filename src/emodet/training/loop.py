@@ -28,6 +28,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everyt
 from .losses import FocalLoss, balanced_class_weights, distillation_loss, mixup, soft_targets, spec_augment
 
 METRIC_MODES = {"uar": "max", "wa": "max", "macro_f1": "max", "loss": "min"}
+LBFGS_ITERS_PER_EPOCH = 20
 
 
 @dataclass
@@ -37,7 +38,7 @@ class TrainConfig:
     epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # adamw | adam | sgd
+    optimizer: str = "adamw"  # adamw | adam | sgd | lbfgs (full batch: an epoch = one L-BFGS step)
     scheduler: str = "cosine"  # none | cosine | onecycle | plateau
     amp: bool = False
     early_stopping_metric: str = "uar"  # uar | wa | macro_f1 | loss
@@ -111,7 +112,27 @@ def _make_optimizer(model, cfg: TrainConfig):
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
-    raise UsageError(f"training.optimizer {cfg.optimizer!r}: valid values are adamw, adam, sgd")
+    if cfg.optimizer == "lbfgs":  # L2 is added to the objective by _lbfgs_epoch (L-BFGS has no weight_decay)
+        return torch.optim.LBFGS(params, lr=cfg.lr, max_iter=LBFGS_ITERS_PER_EPOCH, history_size=20,
+                                 line_search_fn="strong_wolfe")
+    raise UsageError(f"training.optimizer {cfg.optimizer!r}: valid values are adamw, adam, sgd, lbfgs")
+
+
+def _check_lbfgs(cfg: TrainConfig, train_loader) -> None:
+    """Full-batch L-BFGS minimises one deterministic objective; refuse what would make it move under it."""
+    problems = []
+    if cfg.scheduler != "none":
+        problems.append(f"training.scheduler {cfg.scheduler!r} (its line search picks each step): set none")
+    if cfg.mixup > 0:
+        problems.append("training.augment.mixup (a different objective every step): set 0")
+    if cfg.amp:
+        problems.append("training.amp (line searches need full precision): set false")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        problems.append("distributed training (each rank would search its own step): train on one process")
+    if getattr(train_loader.dataset, "targets", None) is None:
+        problems.append("a streaming dataset (the full-batch objective needs the training set's size): use a cached one")
+    if problems:
+        raise UsageError("training.optimizer lbfgs does not go with " + "; ".join(problems))
 
 
 def _make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -135,6 +156,75 @@ def _make_loss(cfg: TrainConfig, train_targets, n_classes: int, device) -> Focal
         raise UsageError(f"training.loss.class_weights {cfg.class_weights!r}: valid values are none, balanced")
     weight = balanced_class_weights(train_targets, n_classes).to(device) if cfg.class_weights == "balanced" else None
     return FocalLoss(cfg.gamma if cfg.loss == "focal" else 0.0, weight, cfg.label_smoothing)
+
+
+def _batch_losses(model, batch, criterion, cfg: TrainConfig, teacher, device, n_classes: int, epoch: int):
+    """Augment one training batch and return ``(loss, distillation loss or None, batch size, class-weight sum)``.
+
+    ``loss`` is the criterion's weighted mean; the class-weight sum is its denominator (for hard
+    targets), so a full-batch objective can be assembled exactly from batch means.
+    """
+    x, y, lengths, *extra = batch
+    x, y, lengths = x.to(device, non_blocking=True), y.to(device), lengths.to(device)
+    if cfg.specaugment:
+        x = spec_augment(x, lengths, cfg.freq_masks, cfg.freq_width, cfg.time_masks, cfg.time_width)
+    targets = soft_targets(y, n_classes) if cfg.mixup > 0 else y
+    if cfg.mixup > 0:
+        x, targets, lengths = mixup(x, targets, lengths, cfg.mixup)
+    kd = None
+    with autocast_context(device, cfg.amp):
+        logits = model(x, lengths)
+        loss = criterion(logits, targets)
+        if teacher is not None and cfg.distill_weight > 0:
+            with torch.no_grad():  # a per-recording teacher's logits ride along in the batch
+                teacher_logits = torch.stack(extra[0]).to(device) if getattr(teacher, "per_item", False) \
+                    else teacher(x, lengths)
+            kd = distillation_loss(logits, teacher_logits, cfg.distill_temperature)
+    if not torch.isfinite(loss):
+        raise UsageError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1} "
+                         "(lower training.lr, or check the features for extreme values)")
+    weight_sum = criterion.weight[y].sum() if criterion.weight is not None else torch.tensor(float(len(y)))
+    return loss, kd, len(y), weight_sum
+
+
+def _lbfgs_epoch(model, train_loader, optimizer, criterion, cfg: TrainConfig, teacher, device, n_classes: int,
+                 epoch: int) -> float:
+    """One L-BFGS step (up to ``LBFGS_ITERS_PER_EPOCH`` iterations) on the whole training set.
+
+    The objective is the full-batch weighted mean loss (distillation mixed in as in the minibatch
+    path) plus ``weight_decay / 2 * ||W||^2`` over weight matrices, not biases: for a linear model
+    it is exactly scikit-learn's ``LogisticRegression(C=1 / (weight_decay * n))``. Every evaluation
+    reseeds the RNGs, so crops, dropout and SpecAugment are the same within a step and the line
+    search sees one function. Returns the data term at the step's start.
+    """
+    targets = torch.as_tensor(list(train_loader.dataset.targets), dtype=torch.long)
+    n_total = float(len(targets))
+    weight_total = float(criterion.weight.cpu()[targets].sum()) if criterion.weight is not None else n_total
+    decayed = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    data_terms = []
+    seed = cfg.seed * 100003 + epoch
+
+    def closure():
+        seed_everything(seed)
+        if getattr(train_loader, "generator", None) is not None:
+            train_loader.generator.manual_seed(seed)
+        optimizer.zero_grad(set_to_none=True)
+        data_term = 0.0
+        for batch in train_loader:
+            loss, kd, n, weight_sum = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
+            part = loss * (weight_sum / weight_total)
+            if kd is not None:
+                part = (1 - cfg.distill_weight) * part + cfg.distill_weight * kd * (n / n_total)
+            part.backward()
+            data_term += float(part.detach())
+        penalty = 0.5 * cfg.weight_decay * sum((p * p).sum() for p in decayed) if decayed and cfg.weight_decay else None
+        if penalty is not None:
+            penalty.backward()
+        data_terms.append(data_term)
+        return torch.tensor(data_term + (float(penalty.detach()) if penalty is not None else 0.0))
+
+    optimizer.step(closure)
+    return data_terms[0]
 
 
 def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
@@ -168,6 +258,8 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
     seed_everything(cfg.seed)
     train_targets = getattr(train_loader.dataset, "targets", None) or []
     criterion = _make_loss(cfg, train_targets, n_classes, device)
+    if cfg.optimizer == "lbfgs":
+        _check_lbfgs(cfg, train_loader)
     optimizer = _make_optimizer(model, cfg)
     try:
         steps_per_epoch = len(train_loader)
@@ -214,26 +306,15 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
         bar = tqdm(total=steps_per_epoch if steps_per_epoch > 1 else None, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="batch", leave=False, disable=_bar_disabled(progress, is_main))
         t_wait = time.perf_counter()
-        for x, y, lengths, *extra in train_loader:
+        if cfg.optimizer == "lbfgs":
+            total_loss, n_seen = _lbfgs_epoch(model, train_loader, optimizer, criterion, cfg, teacher, device,
+                                              n_classes, epoch), 1
+            bar.update(1)
+        for batch in (train_loader if cfg.optimizer != "lbfgs" else ()):
             wait += time.perf_counter() - t_wait
-            x, y, lengths = x.to(device, non_blocking=True), y.to(device), lengths.to(device)
-            if cfg.specaugment:
-                x = spec_augment(x, lengths, cfg.freq_masks, cfg.freq_width, cfg.time_masks, cfg.time_width)
-            targets = soft_targets(y, n_classes) if cfg.mixup > 0 else y
-            if cfg.mixup > 0:
-                x, targets, lengths = mixup(x, targets, lengths, cfg.mixup)
-            with autocast_context(device, cfg.amp):
-                logits = model(x, lengths)
-                loss = criterion(logits, targets)
-                if teacher is not None and cfg.distill_weight > 0:
-                    with torch.no_grad():  # a per-recording teacher's logits ride along in the batch
-                        teacher_logits = torch.stack(extra[0]).to(device) if getattr(teacher, "per_item", False) \
-                            else teacher(x, lengths)
-                    loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * distillation_loss(
-                        logits, teacher_logits, cfg.distill_temperature)
-            if not torch.isfinite(loss):
-                raise UsageError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1} "
-                                 "(lower training.lr, or check the features for extreme values)")
+            loss, kd, n, _ = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
+            if kd is not None:
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -243,8 +324,8 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
             scaler.update()
             if cfg.scheduler == "onecycle":
                 scheduler.step()
-            total_loss += loss.item() * len(y)
-            n_seen += len(y)
+            total_loss += loss.item() * n
+            n_seen += n
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / n_seen:.3f}")
             t_wait = time.perf_counter()
