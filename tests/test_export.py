@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +211,73 @@ def test_predict_cli_errors(runs, tmp_path, synth_corpus):
     (tmp_path / "not.onnx").write_bytes(b"nope")
     bad_model = run_cli("predict", tmp_path / "not.onnx", good)
     assert bad_model.returncode == 2 and "not a loadable ONNX model" in bad_model.stderr
+
+
+@pytest.fixture(scope="module")
+def functionals_run(tmp_path_factory, synth_corpus):
+    """configs/linear_compare.yaml (L-BFGS, per-speaker z-score) on eGeMAPS functionals; one test speaker."""
+    pytest.importorskip("opensmile")
+    base = tmp_path_factory.mktemp("lin")
+    run_experiment(load_config(REPO / "configs" / "linear_compare.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "features.type=egemaps",
+        f"features.cache_dir={base / 'cache'}"]), "lin", base, progress=False)
+    return base / "lin"
+
+
+def test_functionals_model_in_the_runtime_equals_training_and_fuses_with_a_cnn(functionals_run, runs, tmp_path, monkeypatch):
+    import csv
+
+    import emodet.runtime.predictor as rp
+    from emodet.runtime import FusedPredictor
+
+    lin = export_run(functionals_run, tmp_path / "lin.onnx")
+    assert lin["max_abs_diff"] < 1e-3
+    export_run(runs / "res", tmp_path / "res.onnx", with_features=True)
+    with open(functionals_run / "predictions_test.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    root = load_config(functionals_run / "config.yaml")["data"]["root"]
+    files = [str(Path(root) / r["path"]) for r in rows]
+    pred = EmotionPredictor(tmp_path / "lin.onnx")
+    assert pred.native_rate and pred.feature == "egemaps"
+    with pytest.raises(UsageError, match="calibrate"):  # one recording's functionals have no spread
+        pred.predict(files[0])
+    pred.calibrate(files)  # the held-out speaker's recordings: the statistics training used for them
+    got = pred.predict_batch(files)
+    for r, g in zip(rows, got):
+        for lab in pred.labels:
+            assert g[lab] == pytest.approx(float(r[f"p_{lab}"]), abs=1e-4)
+
+    # functionals are computed at the file's own rate, never resampled
+    rates = []
+    real = rp.functionals
+    monkeypatch.setattr(rp, "functionals", lambda name, wav, sr: rates.append(sr) or real(name, wav, sr))
+    wav = sf.read(files[0], dtype="float32")[0]
+    sf.write(tmp_path / "hi.wav", np.interp(np.arange(len(wav) * 22050 // 16000) * 16000 / 22050,
+                                            np.arange(len(wav)), wav).astype(np.float32), 22050)
+    pred.predict(tmp_path / "hi.wav")
+    assert rates == [22050]
+    monkeypatch.setattr(rp, "functionals", real)
+
+    # late fusion of the log-mel CNN (front end in the graph) and the functionals model
+    cnn = EmotionPredictor(tmp_path / "res.onnx")
+    cnn.calibrate(files)
+    fused = FusedPredictor([tmp_path / "res.onnx", tmp_path / "lin.onnx"], weights=[1, 3])
+    fused.calibrate(files)
+    both = fused.predict_batch(files[:4])
+    for f, b, g in zip(files, both, got):
+        c = cnn.predict(f)
+        for lab in fused.labels:
+            assert b[lab] == pytest.approx(0.25 * c[lab] + 0.75 * g[lab], abs=1e-4)  # batched vs alone
+    windows = fused.predict_windows(files[0], 1.0, 0.5)
+    assert windows and abs(sum(windows[0]["probabilities"].values()) - 1) < 1e-5
+    with pytest.raises(UsageError, match="one non-negative weight a model"):
+        FusedPredictor([tmp_path / "res.onnx", tmp_path / "lin.onnx"], weights=[1])
+
+    out = run_cli("predict", tmp_path / "res.onnx", *files[:2], "--fuse", tmp_path / "lin.onnx",
+                  "--calibrate", *files, "--json")
+    assert out.returncode == 0, out.stderr
+    cli = json.loads(out.stdout)
+    expected = [0.5 * cnn.predict(f)[lab] + 0.5 * g[lab] for f, g in zip(files[:2], got) for lab in fused.labels]
+    assert [c["probabilities"][lab] for c in cli for lab in fused.labels] == pytest.approx(expected, abs=1e-5)
+    bad = run_cli("predict", tmp_path / "res.onnx", files[0], "--weights", "1", "2")
+    assert bad.returncode == 2 and "--weights go with --fuse" in bad.stderr

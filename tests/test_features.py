@@ -111,13 +111,13 @@ def test_opensmile_functionals_or_clear_error():
 
 
 def test_missing_opensmile_names_the_extra(monkeypatch):
-    from emodet.features import builtin
+    from emodet import smile
 
-    builtin._smile.cache_clear()
+    smile._smile.cache_clear()
     monkeypatch.setitem(sys.modules, "opensmile", None)  # makes `import opensmile` raise ImportError
     with pytest.raises(UsageError, match=r"feature 'compare' needs openSMILE.*emodet\[opensmile\]"):
         compute_feature("compare", speechlike(), 16000)
-    builtin._smile.cache_clear()
+    smile._smile.cache_clear()
 
 
 def test_unknown_feature_lists_known_ones():

@@ -291,11 +291,13 @@ def cmd_predict(args) -> int:
     import json
 
     from .errors import AudioError
-    from .runtime import EmotionPredictor, smooth_segments
+    from .runtime import EmotionPredictor, FusedPredictor, smooth_segments
 
     if (args.window is None) != (args.hop is None):
         raise UsageError("--window and --hop go together (seconds), e.g. --window 2 --hop 1")
-    predictor = EmotionPredictor(args.model)
+    if args.weights and not args.fuse:
+        raise UsageError("--weights go with --fuse (one weight a model, the first model's first)")
+    predictor = FusedPredictor([args.model, *args.fuse], args.weights) if args.fuse else EmotionPredictor(args.model)
     if args.calibrate:
         predictor.calibrate(args.calibrate)
     results, failed = [], 0
@@ -438,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", nargs="+", metavar="FILE",
                    help="recordings of the speaker, for models trained with per-speaker normalisation "
                         "(without it each file is normalised with its own statistics)")
+    p.add_argument("--fuse", action="append", default=[], metavar="MODEL.onnx",
+                   help="another exported model to fuse with MODEL (mean of probabilities; repeat for more); "
+                        "models may use different features but must share the labels")
+    p.add_argument("--weights", nargs="+", type=float, metavar="W", help="fusion weights, one a model")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("features", help="build a feature cache for a folder of audio")

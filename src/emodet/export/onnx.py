@@ -208,7 +208,7 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
     metadata = {"emodet.labels": json.dumps(info["labels"]), "emodet.sample_rate": sr,
                 "emodet.feature": info["feature"], "emodet.feature_params": json.dumps(frame_params),
                 "emodet.normalizer": json.dumps(info["normalizer"]), "emodet.with_features": int(with_features),
-                "emodet.version": __version__, "emodet.inputs": json.dumps(names)}
+                "emodet.native_rate": int(spec.native_rate), "emodet.version": __version__, "emodet.inputs": json.dumps(names)}
     out = Path(out)
     export_onnx(deploy, out, example, names, shapes, opset, metadata)
     report = {"path": str(out), "bytes": out.stat().st_size, "inputs": names}
@@ -308,17 +308,17 @@ def _feeds(wavs, names, info, with_features, n_feat, speaker, sr):
     from ..stats import frame_moments
     from ..features import compute_feature
 
+    feats = [np.array(compute_feature(info["feature"], w, sr, info["feature_params"]), dtype=np.float32) for w in wavs]
+    # per-speaker models: the check recordings share one set of statistics, as a calibrated speaker's would
+    # (one recording's own statistics would zero out functionals, which have a single frame)
+    stats = dict(zip(("norm_mean", "norm_std"), frame_moments(feats))) if speaker and feats else {}
     feeds = []
-    for w in wavs:
-        feats = compute_feature(info["feature"], w, sr, info["feature_params"])
+    for w, f in zip(wavs, feats):
         if with_features:
             feed = {"audio": w[None].astype(np.float32), "audio_lengths": np.array([len(w)], np.int64)}
         else:
-            feed = {"features": feats[None], "lengths": np.array([feats.shape[1]], np.int64)}
-        if speaker:
-            mean, std = frame_moments([feats])
-            feed.update({"norm_mean": mean, "norm_std": std})
-        feeds.append(feed)
+            feed = {"features": f[None], "lengths": np.array([f.shape[1]], np.int64)}
+        feeds.append({**feed, **stats})
     return feeds
 
 

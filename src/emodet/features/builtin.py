@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..smile import functionals
 from .registry import register_feature
 from .spectral import LOGMEL_DEFAULTS, MFCC_DEFAULTS, build_logmel, build_mfcc, resolve_frame_params
 
@@ -56,37 +57,15 @@ def chroma(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
                                        win_length=p["win_length"], n_chroma=n_chroma, pad_mode="constant")
 
 
-_SMILE_LOCK = threading.Lock()
-
-
-@functools.lru_cache(maxsize=4)
-def _smile(feature_set: str):
-    try:
-        import opensmile
-    except ImportError:
-        raise UsageError(
-            f"feature {feature_set!r} needs openSMILE, which is not installed: pip install 'emodet[opensmile]'"
-        ) from None
-    sets = {"egemaps": opensmile.FeatureSet.eGeMAPSv02, "compare": opensmile.FeatureSet.ComParE_2016}
-    return opensmile.Smile(feature_set=sets[feature_set], feature_level=opensmile.FeatureLevel.Functionals)
-
-
-def _functionals(feature_set: str, wav: np.ndarray, sr: int) -> np.ndarray:
-    with _SMILE_LOCK:
-        smile = _smile(feature_set)
-        values = smile.process_signal(wav, sr).to_numpy(dtype=np.float32)
-    return values.reshape(-1, 1)
-
-
 # openSMILE's functionals run at each file's own rate: resampling 22.05 or 48 kHz audio to 16 kHz
 # would throw away the 8-11 kHz band that ComParE's spectral descriptors use.
 @register_feature("egemaps", defaults={}, native_rate=True,
                   description="openSMILE eGeMAPSv02 functionals (88 x 1) at the file's own rate; needs emodet[opensmile]")
 def egemaps(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
-    return _functionals("egemaps", wav, sr)
+    return functionals("egemaps", wav, sr)
 
 
 @register_feature("compare", defaults={}, native_rate=True,
                   description="openSMILE ComParE_2016 functionals (6373 x 1) at the file's own rate; needs emodet[opensmile]")
 def compare(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
-    return _functionals("compare", wav, sr)
+    return functionals("compare", wav, sr)
