@@ -9,6 +9,11 @@ the config trained with training.seed=N):
     python bench/accuracy.py --configs fc_compare fc_compare@1 fc_compare@2 cnn_logmel cnn_logmel@1 \
         --ensemble fc_compare+fc_compare@1+fc_compare@2+cnn_logmel+cnn_logmel@1
 
+The tiny fused model (0.62 MB: the tiny CNN and the linear model over ComParE functionals;
+bench/edge.py --fuse runs the same fusion through the torch-free runtime):
+
+    python bench/accuracy.py --configs linear_compare cnn_logmel --ensemble linear_compare+cnn_logmel
+
 Every config runs as `emodet cv --config configs/X.yaml --folds loso` would (validation
 speakers drawn from each fold's training speakers, model selection on them only; the
 held-out speaker is never seen). Runs are kept in --runs-dir and resumed, so an interrupted

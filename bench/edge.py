@@ -1,6 +1,15 @@
 """Edge deployment figures: latency per 3 s clip on one thread, model sizes, and the UAR cost of int8.
 
     python bench/edge.py [--cv-dir runs/bench_accuracy/emodb_cnn_logmel]   # the tiny CNN (configs/cnn_logmel.yaml)
+    python bench/edge.py --fuse runs/bench_accuracy/emodb_linear_compare     # + the tiny fused model
+
+The tiny fused model (--fuse CV_DIR ...): the CNN late-fused with other LOSO runs (e.g. the
+linear model over openSMILE ComParE functionals), deployed as it would be on a device: every
+fold's members exported to ONNX (the CNN with its front end in the graph, functionals models
+without) and run by the torch-free `FusedPredictor`, calibrated on the held-out speaker's
+recordings; pooled UAR of the fused model and of each member, total size, and the latency
+per recording read from its file (decoding and openSMILE included) beside the CNN alone.
+Target (issue 5): a tiny edge model under 1 MB with UAR >= 0.83.
 
 Latency (p50/p95 over --repeats runs of a 3 s clip, one thread, after warm-up), measured
 side by side in this run for: ONNX Runtime fp32 with the log-mel front end in the graph,
@@ -23,13 +32,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import csv
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from emodet.audio import load_audio
@@ -114,11 +123,8 @@ def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
     labels = None
     for fold in folds:
         report = export_run(fold, out_dir / f"{fold.name}.onnx", with_features=True, quantize="int8")
-        with open(fold / "manifest.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        test = [r for r in rows if r["split"] == "test"]
-        cfg_root = json.loads(json.dumps(__import__("yaml").safe_load((fold / "config.yaml").read_text())))["data"]["root"]
-        wavs = [load_audio(resolve_path(r["path"], cfg_root, fold / "manifest.csv")) for r in test]
+        test, files = held_out_rows(fold)
+        wavs = [load_audio(f) for f in files]
         for kind, path in (("fp32", report["path"]), ("int8", report["int8_path"])):
             p = EmotionPredictor(path)
             p.calibrate(wavs)  # per-speaker statistics of the held-out speaker's own recordings, as in training
@@ -134,19 +140,90 @@ def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
           f"points; same top label on {agree:.1%} of recordings")
 
 
+def held_out_rows(fold: Path) -> tuple[list[dict], list[str]]:
+    """The held-out speaker's manifest rows of a fold and their file paths."""
+    import yaml
+
+    with open(fold / "manifest.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    root = yaml.safe_load((fold / "config.yaml").read_text())["data"]["root"]
+    return rows, [str(resolve_path(r["path"], root, fold / "manifest.csv")) for r in rows]
+
+
+def fused_model(cv_dirs: list[Path], out_dir: Path, repeats: int) -> None:
+    from emodet.ensemble import predictor_info
+    from emodet.features import get_feature_spec
+    from emodet.runtime import FusedPredictor
+
+    fold_names = [sorted(p.name for p in d.glob("fold_*") if (p / "metrics.json").exists()) for d in cv_dirs]
+    if not fold_names[0] or any(f != fold_names[0] for f in fold_names):
+        print(f"\nfused model: {', '.join(map(str, cv_dirs))} need the same finished folds (run bench/accuracy.py)")
+        return
+    names = [d.name for d in cv_dirs]
+    probs = {n: [] for n in [*names, "fused"]}
+    targets, sizes, labels = [], None, None
+    for fold in fold_names[0]:
+        paths = []
+        for d in cv_dirs:
+            run = d / fold
+            graph = get_feature_spec(predictor_info(run)["feature"]).exportable
+            paths.append(export_run(run, out_dir / f"{d.name}_{fold}.onnx", with_features=graph)["path"])
+        sizes = [Path(q).stat().st_size for q in paths]
+        rows, files = held_out_rows(cv_dirs[0] / fold)
+        fused = FusedPredictor(paths)
+        fused.calibrate(files)  # the held-out speaker's recordings, as per-speaker normalisation in training
+        labels = fused.labels
+        member_probs = [m.probabilities(files) for m in fused.members]
+        for n, pr in zip(names, member_probs):
+            probs[n].append(pr)
+        probs["fused"].append(sum(w * pr for w, pr in zip(fused.weights, member_probs)))
+        targets += [labels.index(r["label"]) for r in rows]
+    print(f"\ntiny fused model on held-out speakers ({len(fold_names[0])} LOSO folds, {len(targets)} recordings, "
+          "torch-free runtime, each fold's own ONNX files)")
+    print(f"{'model':<34}{'UAR':>7}{'WA':>7}{'size MB':>10}")
+    for n, size in [*zip(names, sizes), ("fused", sum(sizes))]:
+        m = classification_metrics(targets, np.concatenate(probs[n]).argmax(1), labels)
+        print(f"{n:<34}{m['uar']:>7.3f}{m['wa']:>7.3f}{size / 1e6:>10.3f}")
+    print("target: under 1 MB with UAR >= 0.83 (issue 5)")
+
+    # latency per recording, read from its file (decoding included), the first model alone and the
+    # fused model interleaved; openSMILE's ComParE takes far longer than the CNN, so fewer runs
+    files = held_out_rows(cv_dirs[0] / fold_names[0][0])[1][: max(5, repeats // 10)]
+    seconds = np.mean([sf.info(f).duration for f in files])
+    alone = fused.members[0]
+    fused.predict(files[0])  # warm-up
+    timings = {f"{names[0]} alone": [], "fused model": []}
+    for f in files:
+        for name, predictor in ((f"{names[0]} alone", alone), ("fused model", fused)):
+            t = time.perf_counter()
+            predictor.predict(f)
+            timings[name].append(time.perf_counter() - t)
+    print(f"latency per recording from its file (decoding included; {len(files)} held-out recordings, "
+          f"mean {seconds:.2f} s), 1 thread")
+    for name, times in timings.items():
+        a, b = percentiles(times)
+        print(f"{name:<34}p50 {a:8.1f} ms  p95 {b:8.1f} ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cv-dir", type=Path, default=Path("runs") / "bench_accuracy" / "emodb_cnn_logmel")
     ap.add_argument("--run", type=Path, help="run directory for the latency figures (default: the first fold)")
     ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--fuse", type=Path, nargs="+", default=[], metavar="CV_DIR",
+                    help="LOSO run directories to late-fuse with --cv-dir (the tiny fused model's figures)")
+    ap.add_argument("--fused-only", action="store_true", help="only the fused model's figures")
     args = ap.parse_args()
     run = args.run or next(iter(sorted(args.cv_dir.glob("fold_*"))), None)
     if run is None:
         print("no run: pass --run RUN_DIR or run bench/accuracy.py --configs cnn_logmel first")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        latency(run, Path(tmp), args.repeats)
-        quantisation_cost(args.cv_dir, Path(tmp))
+        if not args.fused_only:
+            latency(run, Path(tmp), args.repeats)
+            quantisation_cost(args.cv_dir, Path(tmp))
+        if args.fuse:
+            fused_model([args.cv_dir, *args.fuse], Path(tmp), args.repeats)
     return 0
 
 

@@ -279,5 +279,7 @@ def test_functionals_model_in_the_runtime_equals_training_and_fuses_with_a_cnn(f
     cli = json.loads(out.stdout)
     expected = [0.5 * cnn.predict(f)[lab] + 0.5 * g[lab] for f, g in zip(files[:2], got) for lab in fused.labels]
     assert [c["probabilities"][lab] for c in cli for lab in fused.labels] == pytest.approx(expected, abs=1e-5)
+    uncalibrated = run_cli("predict", tmp_path / "res.onnx", files[0], "--fuse", tmp_path / "lin.onnx")
+    assert uncalibrated.returncode == 2 and "--calibrate" in uncalibrated.stderr
     bad = run_cli("predict", tmp_path / "res.onnx", files[0], "--weights", "1", "2")
     assert bad.returncode == 2 and "--weights go with --fuse" in bad.stderr

@@ -300,6 +300,9 @@ def cmd_predict(args) -> int:
     predictor = FusedPredictor([args.model, *args.fuse], args.weights) if args.fuse else EmotionPredictor(args.model)
     if args.calibrate:
         predictor.calibrate(args.calibrate)
+    elif predictor.needs_calibration:
+        raise UsageError("a model normalises openSMILE functionals per speaker: give a few recordings of the "
+                         "speaker with --calibrate FILE... (one recording's functionals have no spread)")
     results, failed = [], 0
     for path in args.files:
         try:

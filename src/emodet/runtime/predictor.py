@@ -64,6 +64,11 @@ class EmotionPredictor:
 
     # -- features and normalisation ----------------------------------------------------------
     @property
+    def needs_calibration(self) -> bool:
+        """Per-speaker normalised functionals: statistics must come from ``calibrate``, not the recording."""
+        return "norm_mean" in self.input_names and self.feature in FUNCTIONAL_SETS
+
+    @property
     def frontend(self) -> NumpyFrontEnd:
         if self._frontend is None:
             self._frontend = NumpyFrontEnd(self.feature, self.feature_params, self.sr)
@@ -97,7 +102,7 @@ class EmotionPredictor:
             return {}
         if self._speaker_stats is not None:
             mean, std = self._speaker_stats
-        elif self.feature in FUNCTIONAL_SETS:
+        elif self.needs_calibration:
             raise UsageError(f"{self.path.name} normalises {self.feature} functionals per speaker: call calibrate() "
                              "(emodet predict --calibrate FILE...) with a few recordings of the speaker; one "
                              "recording's own functionals have no spread to normalise with")
@@ -194,6 +199,10 @@ class FusedPredictor:
                              f"({len(self.members)} models), not all zero")
         self.weights = np.array(weights) / sum(weights)
         self.labels = first.labels
+
+    @property
+    def needs_calibration(self) -> bool:
+        return any(m.needs_calibration for m in self.members)
 
     def calibrate(self, recordings, sr: int | None = None) -> None:
         recordings = list(recordings)

@@ -195,22 +195,22 @@ def _lbfgs_epoch(model, train_loader, optimizer, criterion, cfg: TrainConfig, te
     path) plus ``weight_decay / 2 * ||W||^2`` over weight matrices, not biases: for a linear model
     it is exactly scikit-learn's ``LogisticRegression(C=1 / (weight_decay * n))``. Every evaluation
     reseeds the RNGs, so crops, dropout and SpecAugment are the same within a step and the line
-    search sees one function. Returns the data term at the step's start.
+    search sees one function. The step's batches are loaded once and held in memory (a full-batch
+    method is for data that fits). Returns the data term at the step's start.
     """
     targets = torch.as_tensor(list(train_loader.dataset.targets), dtype=torch.long)
     n_total = float(len(targets))
     weight_total = float(criterion.weight.cpu()[targets].sum()) if criterion.weight is not None else n_total
     decayed = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     data_terms = []
+    batches = list(train_loader)  # loaded once a step (the RNGs were seeded for this epoch): same crops each pass
     seed = cfg.seed * 100003 + epoch
 
     def closure():
-        seed_everything(seed)
-        if getattr(train_loader, "generator", None) is not None:
-            train_loader.generator.manual_seed(seed)
+        seed_everything(seed)  # the same dropout and SpecAugment masks in every evaluation of the step
         optimizer.zero_grad(set_to_none=True)
         data_term = 0.0
-        for batch in train_loader:
+        for batch in batches:
             loss, kd, n, weight_sum = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
             part = loss * (weight_sum / weight_total)
             if kd is not None:
