@@ -193,10 +193,11 @@ def _lbfgs_epoch(model, train_loader, optimizer, criterion, cfg: TrainConfig, te
 
     The objective is the full-batch weighted mean loss (distillation mixed in as in the minibatch
     path) plus ``weight_decay / 2 * ||W||^2`` over weight matrices, not biases: for a linear model
-    it is exactly scikit-learn's ``LogisticRegression(C=1 / (weight_decay * n))``. Every evaluation
-    reseeds the RNGs, so crops, dropout and SpecAugment are the same within a step and the line
-    search sees one function. The step's batches are loaded once and held in memory (a full-batch
-    method is for data that fits). Returns the data term at the step's start.
+    it is exactly scikit-learn's ``LogisticRegression(C=1 / (weight_decay * n))``. The step's
+    batches (and so their crops) are loaded once and held in memory (a full-batch method is for
+    data that fits); every evaluation reseeds the RNGs, so dropout and SpecAugment masks are the
+    same too and the line search sees one function. Gradient clipping does not apply. Returns the
+    data term at the step's start.
     """
     targets = torch.as_tensor(list(train_loader.dataset.targets), dtype=torch.long)
     n_total = float(len(targets))
@@ -303,7 +304,8 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
         t_epoch = time.perf_counter()
         wait = 0.0
         total_loss, n_seen = 0.0, 0
-        bar = tqdm(total=steps_per_epoch if steps_per_epoch > 1 else None, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        steps = 1 if cfg.optimizer == "lbfgs" else steps_per_epoch
+        bar = tqdm(total=steps if steps > 1 else None, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="batch", leave=False, disable=_bar_disabled(progress, is_main))
         t_wait = time.perf_counter()
         if cfg.optimizer == "lbfgs":
