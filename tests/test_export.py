@@ -241,6 +241,8 @@ def test_functionals_model_in_the_runtime_equals_training_and_fuses_with_a_cnn(f
     assert pred.native_rate and pred.feature == "egemaps"
     with pytest.raises(UsageError, match="calibrate"):  # one recording's functionals have no spread
         pred.predict(files[0])
+    with pytest.raises(UsageError, match="needs several recordings"):
+        pred.calibrate(files[:1])
     pred.calibrate(files)  # the held-out speaker's recordings: the statistics training used for them
     got = pred.predict_batch(files)
     for r, g in zip(rows, got):

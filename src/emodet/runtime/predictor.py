@@ -82,6 +82,10 @@ class EmotionPredictor:
 
     def calibrate(self, recordings, sr: int | None = None) -> None:
         """Per-speaker statistics from a few recordings (paths, or arrays at ``sr``) of one speaker."""
+        recordings = list(recordings)
+        if self.needs_calibration and len(recordings) < 2:
+            raise UsageError(f"calibrating {self.path.name} ({self.feature} functionals, one vector a recording) "
+                             f"needs several recordings of the speaker, got {len(recordings)}")
         self._speaker_stats = frame_moments(self.features(*self._load(r, sr)) for r in recordings)
 
     def _load(self, item, sr: int | None = None) -> tuple[np.ndarray, int]:
