@@ -158,7 +158,7 @@ class EmotionPredictor:
         return [self._to_dict(p) for p in self.probabilities(items, sr)]
 
     def _to_dict(self, probs: np.ndarray) -> dict:
-        return {lab: float(v) for lab, v in zip(self.labels, probs)}
+        return _as_dict(self.labels, probs)
 
     def window_probabilities(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[tuple]:
         """``[(start_s, end_s, probabilities)]`` over sliding windows of a recording."""
@@ -218,10 +218,10 @@ class FusedPredictor:
         return sum(w * m.probabilities(items, sr) for w, m in zip(self.weights, self.members))
 
     def predict(self, item, sr: int | None = None) -> dict:
-        return dict(zip(self.labels, map(float, self.probabilities([item], sr)[0])))
+        return _as_dict(self.labels, self.probabilities([item], sr)[0])
 
     def predict_batch(self, items, sr: int | None = None) -> list[dict]:
-        return [dict(zip(self.labels, map(float, p))) for p in self.probabilities(items, sr)]
+        return [_as_dict(self.labels, p) for p in self.probabilities(items, sr)]
 
     def predict_windows(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[dict]:
         per_member = [m.window_probabilities(item, window_s, hop_s, sr) for m in self.members]
@@ -231,10 +231,14 @@ class FusedPredictor:
         return _window_dicts(self.labels, fused)
 
 
+def _as_dict(labels: list[str], probs: np.ndarray) -> dict:
+    return {lab: float(v) for lab, v in zip(labels, probs)}
+
+
 def _window_dicts(labels: list[str], windows: list[tuple]) -> list[dict]:
     out = []
     for start, end, probs in windows:
-        d = {lab: float(v) for lab, v in zip(labels, probs)}
+        d = _as_dict(labels, probs)
         out.append({"start": start, "end": end, "label": max(d, key=d.get), "probabilities": d})
     return out
 

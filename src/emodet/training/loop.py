@@ -159,10 +159,9 @@ def _make_loss(cfg: TrainConfig, train_targets, n_classes: int, device) -> Focal
 
 
 def _batch_losses(model, batch, criterion, cfg: TrainConfig, teacher, device, n_classes: int, epoch: int):
-    """Augment one training batch and return ``(loss, distillation loss or None, batch size, class-weight sum)``.
+    """Augment one training batch and return ``(loss, distillation loss or None, batch size)``.
 
-    ``loss`` is the criterion's weighted mean; the class-weight sum is its denominator (for hard
-    targets), so a full-batch objective can be assembled exactly from batch means.
+    ``loss`` is the criterion's weighted mean over the batch (distillation's is a plain mean).
     """
     x, y, lengths, *extra = batch
     x, y, lengths = x.to(device, non_blocking=True), y.to(device), lengths.to(device)
@@ -183,8 +182,7 @@ def _batch_losses(model, batch, criterion, cfg: TrainConfig, teacher, device, n_
     if not torch.isfinite(loss):
         raise UsageError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1} "
                          "(lower training.lr, or check the features for extreme values)")
-    weight_sum = criterion.weight[y].sum() if criterion.weight is not None else torch.tensor(float(len(y)))
-    return loss, kd, len(y), weight_sum
+    return loss, kd, len(y)
 
 
 def _lbfgs_epoch(model, train_loader, optimizer, criterion, cfg: TrainConfig, teacher, device, n_classes: int,
@@ -201,7 +199,8 @@ def _lbfgs_epoch(model, train_loader, optimizer, criterion, cfg: TrainConfig, te
     """
     targets = torch.as_tensor(list(train_loader.dataset.targets), dtype=torch.long)
     n_total = float(len(targets))
-    weight_total = float(criterion.weight.cpu()[targets].sum()) if criterion.weight is not None else n_total
+    class_weight = criterion.weight.cpu() if criterion.weight is not None else None
+    weight_total = float(class_weight[targets].sum()) if class_weight is not None else n_total
     decayed = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     data_terms = []
     batches = list(train_loader)  # loaded once a step (the RNGs were seeded for this epoch): same crops each pass
@@ -212,7 +211,9 @@ def _lbfgs_epoch(model, train_loader, optimizer, criterion, cfg: TrainConfig, te
         optimizer.zero_grad(set_to_none=True)
         data_term = 0.0
         for batch in batches:
-            loss, kd, n, weight_sum = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
+            loss, kd, n = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
+            # the batch's weighted mean times its share of the total weight: exactly the full-batch mean
+            weight_sum = float(class_weight[batch[1]].sum()) if class_weight is not None else n
             part = loss * (weight_sum / weight_total)
             if kd is not None:
                 part = (1 - cfg.distill_weight) * part + cfg.distill_weight * kd * (n / n_total)
@@ -314,7 +315,7 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
             bar.update(1)
         for batch in (train_loader if cfg.optimizer != "lbfgs" else ()):
             wait += time.perf_counter() - t_wait
-            loss, kd, n, _ = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
+            loss, kd, n = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
             if kd is not None:
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
             optimizer.zero_grad(set_to_none=True)
