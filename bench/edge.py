@@ -176,7 +176,7 @@ def fused_model(cv_dirs: list[Path], out_dir: Path, repeats: int) -> None:
         member_probs = [m.probabilities(files) for m in fused.members]
         for n, pr in zip(names, member_probs):
             probs[n].append(pr)
-        probs["fused"].append(sum(w * pr for w, pr in zip(fused.weights, member_probs)))
+        probs["fused"].append(fused.combine(member_probs))  # the members' outputs, not computed twice
         targets += [labels.index(r["label"]) for r in rows]
     print(f"\ntiny fused model on held-out speakers ({len(fold_names[0])} LOSO folds, {len(targets)} recordings, "
           "torch-free runtime, each fold's own ONNX files)")

@@ -213,9 +213,13 @@ class FusedPredictor:
         for m in self.members:
             m.calibrate(recordings, sr)
 
+    def combine(self, member_probabilities: list[np.ndarray]) -> np.ndarray:
+        """The weighted mean of the members' probabilities ``(B, C)``, in member order."""
+        return sum(w * p for w, p in zip(self.weights, member_probabilities))
+
     def probabilities(self, items, sr: int | None = None) -> np.ndarray:
         items = list(items)
-        return sum(w * m.probabilities(items, sr) for w, m in zip(self.weights, self.members))
+        return self.combine([m.probabilities(items, sr) for m in self.members])
 
     def predict(self, item, sr: int | None = None) -> dict:
         return _as_dict(self.labels, self.probabilities([item], sr)[0])
@@ -226,7 +230,7 @@ class FusedPredictor:
     def predict_windows(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[dict]:
         per_member = [m.window_probabilities(item, window_s, hop_s, sr) for m in self.members]
         n = min(len(w) for w in per_member)  # members at different rates may round the last window apart
-        fused = [(start, end, sum(w * pm[i][2] for w, pm in zip(self.weights, per_member)))
+        fused = [(start, end, self.combine([pm[i][2] for pm in per_member]))
                  for i, (start, end, _) in enumerate(per_member[0][:n])]
         return _window_dicts(self.labels, fused)
 
