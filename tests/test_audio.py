@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emodet.audio import AUDIO_EXTENSIONS, is_audio_file, load_audio, load_audio_with_rate
+from emodet.audio import AUDIO_EXTENSIONS, is_audio_file, load_audio, load_audio_with_rate, trim_silence
 from emodet.errors import AudioError
 
 from conftest import sine
@@ -110,3 +110,28 @@ def test_bad_sample_rate(tmp_path):
 def test_audio_extensions():
     assert is_audio_file("a/B.WAV") and is_audio_file("x.flac") and is_audio_file("y.mp3")
     assert not is_audio_file("notes.txt") and ".ogg" in AUDIO_EXTENSIONS
+
+
+@pytest.mark.parametrize("sr", [8000, 16000, 22050, 48000])
+@pytest.mark.parametrize("top_db", [20, 30, 60])
+def test_trim_silence_equals_librosa(sr, top_db):
+    librosa = pytest.importorskip("librosa")
+    rng = np.random.default_rng(sr + top_db)
+    t = np.arange(int(2.0 * sr)) / sr
+    wav = (1e-4 * rng.standard_normal(t.size)).astype(np.float32)  # room noise, about -70 dB
+    burst = (t > 0.6) & (t < 1.45)
+    wav[burst] += (0.5 * np.sin(2 * np.pi * 220 * t[burst]) * np.hanning(burst.sum())).astype(np.float32)
+    got, (start, end) = trim_silence(wav, sr, top_db)
+    fr, hop = int(round(0.064 * sr)), int(round(0.016 * sr))
+    want, idx = librosa.effects.trim(wav, top_db=top_db, frame_length=fr, hop_length=hop)
+    assert (start, end) == tuple(idx) and np.array_equal(got, want)
+    if top_db <= 30:  # the noise is trimmed away, the tone is kept
+        assert 0.5 < start / sr < 0.8 and 1.3 < end / sr < 1.6
+
+
+def test_trim_silence_edge_cases():
+    assert trim_silence(np.zeros(16000, np.float32), 16000, 30)[1] == (0, 16000)  # all silence: kept whole
+    short = np.ones(10, np.float32)
+    assert trim_silence(short, 16000, 30)[1] == (0, 10)  # shorter than a frame
+    loud = sine(440, 16000, 1.0)
+    assert trim_silence(loud, 16000, 30)[1] == (0, 16000)  # nothing to trim

@@ -220,7 +220,7 @@ def functionals_run(tmp_path_factory, synth_corpus):
     base = tmp_path_factory.mktemp("lin")
     run_experiment(load_config(REPO / "configs" / "linear_compare.yaml", [
         f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "features.type=egemaps",
-        f"features.cache_dir={base / 'cache'}"]), "lin", base, progress=False)
+        "features.params.trim_db=30", f"features.cache_dir={base / 'cache'}"]), "lin", base, progress=False)
     return base / "lin"
 
 
@@ -252,12 +252,12 @@ def test_functionals_model_in_the_runtime_equals_training_and_fuses_with_a_cnn(f
     # functionals are computed at the file's own rate, never resampled
     rates = []
     real = rp.functionals
-    monkeypatch.setattr(rp, "functionals", lambda name, wav, sr: rates.append(sr) or real(name, wav, sr))
+    monkeypatch.setattr(rp, "functionals", lambda name, wav, sr, trim_db: rates.append((sr, trim_db)) or real(name, wav, sr, trim_db))
     wav = sf.read(files[0], dtype="float32")[0]
     sf.write(tmp_path / "hi.wav", np.interp(np.arange(len(wav) * 22050 // 16000) * 16000 / 22050,
                                             np.arange(len(wav)), wav).astype(np.float32), 22050)
     pred.predict(tmp_path / "hi.wav")
-    assert rates == [22050]
+    assert rates == [(22050, 30)]  # and silence trimmed as in training
     monkeypatch.setattr(rp, "functionals", real)
 
     # late fusion of the log-mel CNN (front end in the graph) and the functionals model

@@ -110,6 +110,21 @@ def test_opensmile_functionals_or_clear_error():
     assert out.shape == (88, 1) and np.isfinite(out).all()
 
 
+def test_functionals_trim_leading_and_trailing_silence():
+    pytest.importorskip("opensmile")
+    from emodet.audio import trim_silence
+
+    speech = speechlike()
+    padded = np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(8000, np.float32)])
+    trimmed = compute_feature("egemaps", padded, 16000, {"trim_db": 30})
+    assert np.array_equal(trimmed, compute_feature("egemaps", trim_silence(padded, 16000, 30)[0], 16000))
+    assert not np.allclose(trimmed, compute_feature("egemaps", padded, 16000))  # the second of silence counted
+    for bad in (-3, 0, "30", True):
+        with pytest.raises(UsageError, match="feature parameter 'trim_db' must be a positive number"):
+            resolve_params("compare", {"trim_db": bad})  # refused before any file is read
+    assert resolve_params("compare", {}) == {"trim_db": None}
+
+
 def test_missing_opensmile_names_the_extra(monkeypatch):
     from emodet import smile
 

@@ -83,3 +83,30 @@ def _is_empty_file(path: Path) -> bool:
         return path.stat().st_size == 0
     except OSError:
         return False
+
+
+def trim_silence(wav: np.ndarray, sr: int, top_db: float, frame_seconds: float = 0.064,
+                 hop_seconds: float = 0.016) -> tuple[np.ndarray, tuple[int, int]]:
+    """Drop the leading and trailing frames quieter than ``top_db`` dB below the loudest frame.
+
+    Frame RMS over centred frames of ``frame_seconds`` every ``hop_seconds`` (zero-padded at
+    the edges), exactly ``librosa.effects.trim`` with the same frame and hop lengths in samples.
+    Returns ``(trimmed, (start, end))``; a signal with no frame above the threshold (digital
+    silence) comes back whole.
+    """
+    frame = max(1, int(round(frame_seconds * sr)))
+    hop = max(1, int(round(hop_seconds * sr)))
+    padded = np.pad(np.asarray(wav, dtype=np.float64), frame // 2)
+    n_frames = 1 + (len(padded) - frame) // hop if len(padded) >= frame else 0
+    if n_frames <= 0:
+        return wav, (0, len(wav))
+    sums = np.concatenate([[0.0], np.cumsum(padded * padded)])
+    starts = np.arange(n_frames) * hop
+    power = np.maximum((sums[starts + frame] - sums[starts]) / frame, 0.0)  # mean square = rms ** 2
+    amin = 1e-10
+    db = 10.0 * np.log10(np.maximum(power, amin)) - 10.0 * np.log10(max(power.max(), amin))
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return wav, (0, len(wav))
+    start, end = int(loud[0] * hop), min(len(wav), int((loud[-1] + 1) * hop))
+    return wav[start:end], (start, end)

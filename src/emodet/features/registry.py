@@ -33,6 +33,7 @@ class FeatureSpec:
     description: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
     native_rate: bool = False  # computed at each file's own sample rate, never resampled
+    check_params: Callable[[dict], None] | None = None  # raises UsageError naming a bad parameter
 
     @property
     def exportable(self) -> bool:
@@ -52,11 +53,14 @@ def register_feature(
     aliases: tuple[str, ...] | list[str] = (),
     description: str | None = None,
     native_rate: bool = False,
+    check_params: Callable[[dict], None] | None = None,
 ) -> Callable[[FeatureFn], FeatureFn]:
     """Decorator registering ``fn(wav, sr, params) -> (features, frames)`` under ``name``.
 
     ``native_rate=True``: files are read at their own sample rate (``sr`` tells ``fn`` which),
     for features defined at any rate that would lose the band above 8 kHz to resampling.
+    ``check_params(resolved_params)`` runs when parameters are resolved (before any file is
+    read) and raises ``UsageError`` naming the bad parameter.
     Registering a name (or alias) that is taken raises ``UsageError`` unless ``override=True``.
     """
     if not isinstance(name, str) or not name.strip():
@@ -76,7 +80,7 @@ def register_feature(
             for key in (name, *aliases):
                 _ALIASES.pop(key, None)
         doc = description if description is not None else (fn.__doc__ or "").strip().split("\n")[0]
-        _FEATURE_REGISTRY[name] = FeatureSpec(name, fn, defaults, module_factory, doc, tuple(aliases), native_rate)
+        _FEATURE_REGISTRY[name] = FeatureSpec(name, fn, defaults, module_factory, doc, tuple(aliases), native_rate, check_params)
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
@@ -119,7 +123,10 @@ def resolve_params(name: str, params: dict | None) -> dict:
             f"feature {spec.name!r} has no parameter {key!r}{_did_you_mean(key, spec.defaults)}; "
             f"valid parameters: {', '.join(sorted(spec.defaults))}"
         )
-    return {**spec.defaults, **params}
+    resolved = {**spec.defaults, **params}
+    if spec.check_params is not None:
+        spec.check_params(resolved)
+    return resolved
 
 
 def compute_feature(name: str, wav: np.ndarray, sr: int, params: dict | None = None) -> np.ndarray:

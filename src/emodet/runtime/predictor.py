@@ -77,7 +77,7 @@ class EmotionPredictor:
     def features(self, wav: np.ndarray, rate: int | None = None) -> np.ndarray:
         """The model's input features ``(F, T)`` for a mono signal (at ``rate``, default the model's)."""
         if self.feature in FUNCTIONAL_SETS:
-            return functionals(self.feature, wav, int(rate or self.sr))
+            return functionals(self.feature, wav, int(rate or self.sr), self.feature_params.get("trim_db"))
         return self.frontend(wav)
 
     def calibrate(self, recordings, sr: int | None = None) -> None:
