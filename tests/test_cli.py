@@ -19,6 +19,7 @@ def test_features_list():
     out = run_cli("features", "--list")
     assert out.returncode == 0
     assert "logmel" in out.stdout and "alias: mel" in out.stdout and "egemaps" in out.stdout
+    assert "parameters: trim_db=null" in out.stdout and "n_mels=64" in out.stdout  # each feature's defaults
 
 
 def test_data_synth(tmp_path):

@@ -7,6 +7,7 @@ its report); 2 a usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -66,7 +67,8 @@ def cmd_features(args) -> int:
         for name in list_features():
             spec = get_feature_spec(name)
             alias = f" (alias: {', '.join(spec.aliases)})" if spec.aliases else ""
-            print(f"{name:10s} {spec.description}{alias}")
+            params = ", ".join(f"{k}={json.dumps(v)}" for k, v in (spec.defaults or {}).items())
+            print(f"{name:10s} {spec.description}{alias}" + (f"\n{'':10s} parameters: {params}" if params else ""))
         return EXIT_OK
     missing = [flag for flag, value in (("--data-root", args.data_root), ("--cache-dir", args.cache_dir)) if not value]
     if missing:
