@@ -38,6 +38,7 @@ import numpy as np
 
 from emodet.config import load_config
 from emodet.cv import run_cv
+from emodet.errors import EmodetError
 from emodet.evaluation.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,4 +130,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except EmodetError as exc:  # a config, data or usage mistake: its message, not a traceback
+        sys.exit(f"{Path(__file__).name}: error: {exc}")

@@ -43,6 +43,7 @@ import torch
 
 from emodet.audio import load_audio
 from emodet.data.manifest import resolve_path
+from emodet.errors import EmodetError
 from emodet.evaluation.metrics import classification_metrics
 from emodet.export.onnx import DeployModel, export_run
 from emodet.runtime import EmotionPredictor
@@ -228,4 +229,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except EmodetError as exc:  # a config, data or usage mistake: its message, not a traceback
+        sys.exit(f"{Path(__file__).name}: error: {exc}")
