@@ -5,7 +5,8 @@ from emodet.errors import UsageError
 
 from conftest import REPO
 
-CONFIGS = ["fc_mfcc", "resnet_mfcc", "lstm_mfcc", "resnet_logmel", "cnn_logmel", "fc_compare", "linear_compare"]
+CONFIGS = ["fc_mfcc", "resnet_mfcc", "lstm_mfcc", "resnet_logmel", "cnn_logmel", "fc_compare", "linear_compare",
+           "linear_egemaps"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
