@@ -97,6 +97,8 @@ def test_chroma_shape():
     out = compute_feature("chroma", speechlike(), 16000)
     assert out.shape[0] == 12 and out.shape[1] == 151
     assert out.min() >= 0 and out.max() <= 1.0 + 1e-6
+    with pytest.raises(UsageError, match="feature parameter 'n_chroma' must be a positive integer, got 0"):
+        resolve_params("chroma", {"n_chroma": 0})  # refused when resolved, before any audio
 
 
 def test_opensmile_functionals_or_clear_error():

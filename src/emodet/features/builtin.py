@@ -45,16 +45,20 @@ def mfcc(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
 _CHROMA_DEFAULTS = {"n_fft": None, "win_length": None, "hop_length": None, "n_chroma": 12}
 
 
-@register_feature("chroma", defaults=_CHROMA_DEFAULTS, description="chromagram via librosa (n_chroma x frames)")
+def _check_chroma_params(params: dict) -> None:
+    n_chroma = params["n_chroma"]
+    if isinstance(n_chroma, bool) or not isinstance(n_chroma, int) or n_chroma <= 0:
+        raise UsageError(f"feature parameter 'n_chroma' must be a positive integer, got {n_chroma!r}")
+
+
+@register_feature("chroma", defaults=_CHROMA_DEFAULTS, check_params=_check_chroma_params,
+                  description="chromagram via librosa (n_chroma x frames)")
 def chroma(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
     import librosa
 
     p = resolve_frame_params(sr, {**params, "n_mels": 1})
-    n_chroma = p["n_chroma"]
-    if isinstance(n_chroma, bool) or not isinstance(n_chroma, int) or n_chroma <= 0:
-        raise UsageError(f"feature parameter 'n_chroma' must be a positive integer, got {n_chroma!r}")
     return librosa.feature.chroma_stft(y=wav, sr=sr, n_fft=p["n_fft"], hop_length=p["hop_length"],
-                                       win_length=p["win_length"], n_chroma=n_chroma, pad_mode="constant")
+                                       win_length=p["win_length"], n_chroma=p["n_chroma"], pad_mode="constant")
 
 
 # openSMILE's functionals run at each file's own rate: resampling 22.05 or 48 kHz audio to 16 kHz
