@@ -313,25 +313,26 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, lab
             total_loss, n_seen = _lbfgs_epoch(model, train_loader, optimizer, criterion, cfg, teacher, device,
                                               n_classes, epoch), 1
             bar.update(1)
-        for batch in (train_loader if cfg.optimizer != "lbfgs" else ()):
-            wait += time.perf_counter() - t_wait
-            loss, kd, n = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
-            if kd is not None:
-                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if cfg.scheduler == "onecycle":
-                scheduler.step()
-            total_loss += loss.item() * n
-            n_seen += n
-            bar.update(1)
-            bar.set_postfix(loss=f"{total_loss / n_seen:.3f}")
-            t_wait = time.perf_counter()
+        else:
+            for batch in train_loader:
+                wait += time.perf_counter() - t_wait
+                loss, kd, n = _batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
+                if kd is not None:
+                    loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                if cfg.scheduler == "onecycle":
+                    scheduler.step()
+                total_loss += loss.item() * n
+                n_seen += n
+                bar.update(1)
+                bar.set_postfix(loss=f"{total_loss / n_seen:.3f}")
+                t_wait = time.perf_counter()
         bar.close()
         train_seconds = time.perf_counter() - t_epoch
 
