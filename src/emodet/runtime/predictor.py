@@ -21,7 +21,23 @@ from ..stats import frame_moments
 from .frontend import NumpyFrontEnd
 
 
-class EmotionPredictor:
+class _ProbabilityAPI:
+    """``predict`` / ``predict_batch`` for any predictor with ``labels`` and ``probabilities(items, sr)``."""
+
+    labels: list[str]
+
+    def probabilities(self, items, sr: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, item, sr: int | None = None) -> dict:
+        """``{label: probability}`` for a file path or a samples array (give ``sr`` if not the model's rate)."""
+        return _as_dict(self.labels, self.probabilities([item], sr)[0])
+
+    def predict_batch(self, items, sr: int | None = None) -> list[dict]:
+        return [_as_dict(self.labels, p) for p in self.probabilities(items, sr)]
+
+
+class EmotionPredictor(_ProbabilityAPI):
     """Predict emotion probabilities with an exported model.
 
     ``predict(path_or_array, sr=None) -> {label: probability}``; ``predict_batch(items)``;
@@ -148,17 +164,7 @@ class EmotionPredictor:
             raise UsageError("this model takes raw audio (exported --with-features); use predict()")
         feed = {"features": features[None].astype(np.float32), "lengths": np.array([features.shape[1]], np.int64)}
         feed.update(self._norm_inputs(lambda: features))
-        return self._to_dict(_softmax(self.session.run(["logits"], feed)[0][0]))
-
-    def predict(self, item, sr: int | None = None) -> dict:
-        """``{label: probability}`` for a file path or a samples array (give ``sr`` if not the model's rate)."""
-        return self._to_dict(self.probabilities([item], sr)[0])
-
-    def predict_batch(self, items, sr: int | None = None) -> list[dict]:
-        return [self._to_dict(p) for p in self.probabilities(items, sr)]
-
-    def _to_dict(self, probs: np.ndarray) -> dict:
-        return _as_dict(self.labels, probs)
+        return _as_dict(self.labels, _softmax(self.session.run(["logits"], feed)[0][0]))
 
     def window_probabilities(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[tuple]:
         """``[(start_s, end_s, probabilities)]`` over sliding windows of a recording."""
@@ -179,7 +185,7 @@ class EmotionPredictor:
         return _window_dicts(self.labels, self.window_probabilities(item, window_s, hop_s, sr))
 
 
-class FusedPredictor:
+class FusedPredictor(_ProbabilityAPI):
     """Late fusion of exported models: the weighted mean of their probabilities.
 
     Members may use different features (e.g. a log-mel CNN with its front end in the graph and
@@ -220,12 +226,6 @@ class FusedPredictor:
     def probabilities(self, items, sr: int | None = None) -> np.ndarray:
         items = list(items)
         return self.combine([m.probabilities(items, sr) for m in self.members])
-
-    def predict(self, item, sr: int | None = None) -> dict:
-        return _as_dict(self.labels, self.probabilities([item], sr)[0])
-
-    def predict_batch(self, items, sr: int | None = None) -> list[dict]:
-        return [_as_dict(self.labels, p) for p in self.probabilities(items, sr)]
 
     def predict_windows(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[dict]:
         per_member = [m.window_probabilities(item, window_s, hop_s, sr) for m in self.members]
