@@ -31,7 +31,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import soundfile as sf
 import torch
 
 from emodet.audio import load_audio
-from emodet.data.manifest import resolve_path
+from emodet.data.manifest import read_manifest, resolve_path
 from emodet.errors import EmodetError
 from emodet.evaluation.metrics import classification_metrics
 from emodet.export.onnx import DeployModel, export_run
@@ -145,8 +144,7 @@ def held_out_rows(fold: Path) -> tuple[list[dict], list[str]]:
     """The held-out speaker's manifest rows of a fold and their file paths."""
     import yaml
 
-    with open(fold / "manifest.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    rows = [r for r in read_manifest(fold / "manifest.csv") if r["split"] == "test"]
     root = yaml.safe_load((fold / "config.yaml").read_text())["data"]["root"]
     return rows, [str(resolve_path(r["path"], root, fold / "manifest.csv")) for r in rows]
 
