@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emodet.audio import AUDIO_EXTENSIONS, is_audio_file, load_audio, load_audio_with_rate, trim_silence
+from emodet.audio import AUDIO_EXTENSIONS, is_audio_file, load_audio, load_audio_with_rate, speed_perturb, trim_silence
 from emodet.errors import AudioError
 
 from conftest import sine
@@ -52,6 +52,19 @@ def test_resampling_keeps_frequency_and_duration(tmp_path, file_sr):
     assert abs(np.argmax(spectrum) * 16000 / len(y) - 1000) <= 1
     wav, sr = load_audio_with_rate(tmp_path / "r.wav", sr=None)
     assert sr == file_sr and len(wav) == 2 * file_sr
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturbation_scales_duration_and_pitch(factor):
+    y = speed_perturb(sine(1000, 16000, 2.0), 16000, factor)
+    assert abs(len(y) - 32000 / factor) <= 1
+    peak = np.argmax(np.abs(np.fft.rfft(y))) * 16000 / len(y)
+    assert abs(peak - 1000 * factor) <= 1
+    x = sine(300)
+    assert speed_perturb(x, 16000, 1) is x
+    for bad in (0, 3, "1.1", True):
+        with pytest.raises(ValueError, match="speed factor must be a number in"):
+            speed_perturb(x, 16000, bad)
 
 
 def test_resampling_equals_librosa(tmp_path):

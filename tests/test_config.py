@@ -41,6 +41,10 @@ def test_wrong_types_and_values(tmp_path):
         load_config(None, ["training.epochs=0"])
     with pytest.raises(UsageError, match="expected key.sub=value"):
         load_config(None, ["training.epochs"])
+    for bad in ("[1]", "[3]", "[0.9, x]", "[0.9, 0.9]", "0.9"):
+        with pytest.raises(UsageError, match="training.augment.speed"):
+            load_config(None, [f"training.augment.speed={bad}"])
+    assert load_config(None, ["training.augment.speed=[0.9, 1.1]"])["training"]["augment"]["speed"] == [0.9, 1.1]
     (tmp_path / "bad.yaml").write_text("training: [unclosed\n")
     with pytest.raises(UsageError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")

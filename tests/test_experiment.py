@@ -96,3 +96,33 @@ def test_select_last_uses_the_final_weights(tmp_path, synth_corpus):
     assert metrics["selected"] == "last" and metrics["best_epoch"] == 3
     for key, value in last["model"].items():
         assert torch.equal(best["model"][key], value)
+
+
+def test_speed_perturbation_adds_training_copies_only(tmp_path, synth_corpus):
+    import numpy as np
+
+    from emodet.config import load_config
+    from emodet.experiment import fit_normalizer, prepare_data, run_experiment
+
+    cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=1", "data.split.test=1",
+        "data.normalize=speaker", "training.epochs=2", "training.augment.speed=[0.9, 1.1]",
+        f"features.cache_dir={tmp_path / 'c'}"])
+    data = prepare_data(cfg, progress=False)
+    train = [r for r in data.rows if r["split"] == "train"]
+    assert len(data.augmented) == 2 * len(train) and len(data.rows) == 45  # the rows themselves unchanged
+    assert {r["path"] for r in data.augmented} == {r["path"] for r in train}
+    assert {r["speaker"] for r in data.augmented} == {f"{r['speaker']}@speed{f}" for r in train for f in ("0.9", "1.1")}
+    for factor, cache in data.speed_caches.items():  # a folder of their own, training files only
+        assert json.loads((cache.dir / "config.json").read_text())["speed"] == factor
+        assert len(list(cache.dir.glob("*/*.npy"))) == len(train)
+    row = train[0]
+    slow, plain = data.load({**row, "speed": 0.9}), data.load(row)
+    assert slow.shape[1] > plain.shape[1]  # 10% slower: more frames
+    normalizer = fit_normalizer(cfg, data)  # each (speaker, factor) its own statistics
+    assert set(normalizer.speakers) == {r["speaker"] for r in data.rows + data.augmented}
+    assert not np.allclose(normalizer.speakers[row["speaker"]][0], normalizer.speakers[row["speaker"] + "@speed0.9"][0])
+    metrics = run_experiment(cfg, "sp", tmp_path / "runs", progress=False)
+    assert metrics["speed_perturbed_copies"] == {"0.9": len(train), "1.1": len(train)}
+    manifest = list(csv.DictReader(open(tmp_path / "runs" / "sp" / "manifest.csv")))
+    assert len(manifest) == 45 and not any("@" in r["speaker"] for r in manifest)

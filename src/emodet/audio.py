@@ -78,6 +78,16 @@ def load_audio_with_rate(path: str | os.PathLike, sr: int | None = DEFAULT_SAMPL
     return resample(wav, int(file_sr), int(sr)), int(sr)
 
 
+def speed_perturb(wav: np.ndarray, sr: int, factor: float) -> np.ndarray:
+    """The signal played ``factor`` times as fast (Kaldi's/sox's ``speed``): ``len / factor`` samples at the
+    same rate, pitch and formants scaled by ``factor`` with the tempo. Resampled with soxr (HQ)."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
+        raise ValueError(f"speed factor must be a number in [0.5, 2], got {factor!r}")
+    if factor == 1:
+        return wav
+    return soxr.resample(wav, sr * float(factor), sr, quality="HQ").astype(np.float32, copy=False)
+
+
 def _is_empty_file(path: Path) -> bool:
     try:
         return path.stat().st_size == 0

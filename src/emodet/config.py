@@ -90,6 +90,7 @@ SCHEMA = {
             "time_masks": F(2, int),
             "time_width": F(20, int),
             "mixup": F(0.0, *NUM),
+            "speed": F([], list),  # speed-perturbation factors, e.g. [0.9, 1.1]: one extra training copy each
         },
         "distill": {
             "teacher": F(None, *OPT_STR),
@@ -209,6 +210,13 @@ def check_values(cfg: dict) -> None:
         raise UsageError(f"training.distill.weight must be in [0, 1], got {t['distill']['weight']}")
     if t["distill"]["temperature"] <= 0:
         raise UsageError(f"training.distill.temperature must be positive, got {t['distill']['temperature']}")
+    speeds = t["augment"]["speed"]
+    for f in speeds:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.5 <= f <= 2.0 or f == 1:
+            raise UsageError(f"training.augment.speed: each factor must be a number in [0.5, 2] other than 1 "
+                             f"(the recording itself always trains), e.g. [0.9, 1.1]; got {f!r}")
+    if len(set(speeds)) != len(speeds):
+        raise UsageError(f"training.augment.speed: factor listed twice in {speeds}")
     d = cfg["data"]
     if d["max_seconds"] is not None and d["max_seconds"] <= 0:
         raise UsageError(f"data.max_seconds must be positive or null, got {d['max_seconds']}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -59,6 +59,13 @@ class PreparedData:
     labels: list
     cache: FeatureCache
     skipped: list
+    augmented: list = field(default_factory=list)  # speed-perturbed copies of training rows (a ``speed`` key each)
+    speed_caches: dict = field(default_factory=dict)  # factor -> FeatureCache of the perturbed features
+
+    def load(self, row: dict):
+        """Cached features of a row (a perturbed copy's from its factor's cache)."""
+        cache = self.speed_caches[row["speed"]] if row.get("speed") else self.cache
+        return cache.load(*locate(row["path"], self.root, self.manifest_path))
 
 
 def prepare_data(cfg: dict, run_dir: Path | None = None, progress: bool | None = None) -> PreparedData:
@@ -89,38 +96,47 @@ def prepare_data(cfg: dict, run_dir: Path | None = None, progress: bool | None =
     rows = [r for r in rows if r["label"] in labels]
     if d["split"]["method"] == "speaker" or not any(r.get("split") for r in rows):
         assign_splits(rows, d["split"]["val"], d["split"]["test"], folds=None, seed=d["split"]["seed"])
-    cache = FeatureCache(cfg["features"]["cache_dir"], cfg["features"]["type"], cfg["features"]["params"],
-                         sr=d["sample_rate"])
-    skipped = []
-    groups: dict[Path, list[str]] = {}
-    for r in rows:
-        base, rel = locate(r["path"], root, manifest_path)
-        groups.setdefault(base, []).append(rel)
-    for base, rels in groups.items():
-        report = cache.build(base, rels, progress=progress, plugins=cfg["features"]["plugins"])
-        skipped += report.failed
-    if skipped:
-        bad = {s["path"] for s in skipped}
-        rows = [r for r in rows if locate(r["path"], root, manifest_path)[1] not in bad]
-        for s in skipped:
-            print(f"  skipped: {s['error']}")
+    def build(cache: FeatureCache, rows: list) -> tuple[list, list]:
+        """Fill ``cache`` for ``rows``; ``(rows whose features exist, failures)``."""
+        failed, groups = [], {}
+        for r in rows:
+            base, rel = locate(r["path"], root, manifest_path)
+            groups.setdefault(base, []).append(rel)
+        for base, rels in groups.items():
+            failed += cache.build(base, rels, progress=progress, plugins=cfg["features"]["plugins"]).failed
+        bad = {s["path"] for s in failed}
+        return [r for r in rows if locate(r["path"], root, manifest_path)[1] not in bad], failed
+
+    def new_cache(speed=None) -> FeatureCache:
+        return FeatureCache(cfg["features"]["cache_dir"], cfg["features"]["type"], cfg["features"]["params"],
+                            sr=d["sample_rate"], speed=speed)
+
+    cache = new_cache()
+    rows, skipped = build(cache, rows)
+    for s in skipped:
+        print(f"  skipped: {s['error']}")
+    augmented, speed_caches = [], {}
+    for factor in cfg["training"]["augment"]["speed"]:  # training recordings only; each copy its own pseudo-speaker
+        speed_caches[factor] = new_cache(factor)
+        kept, failed = build(speed_caches[factor], [r for r in rows if r.get("split") == "train"])
+        augmented += [{**r, "speaker": f"{r['speaker']}@speed{factor:g}", "speed": factor} for r in kept]
+        for s in failed:
+            print(f"  no speed {factor:g} copy: {s['error']}")
     if run_dir is not None:
         write_manifest(run_dir / "manifest.csv", rows)
         if skipped:
             atomic_write_csv(run_dir / "skipped.csv", skipped, ["path", "error"])
-    return PreparedData(rows, root, manifest_path, labels, cache, skipped)
+    return PreparedData(rows, root, manifest_path, labels, cache, skipped, augmented, speed_caches)
 
 
 def fit_normalizer(cfg: dict, data: PreparedData, rows_for_speakers: list | None = None) -> Normalizer:
-    """``global``: statistics of the training split; ``speaker``: each speaker's own recordings."""
+    """``global``: statistics of the training split; ``speaker``: each speaker's own recordings
+    (a speed-perturbed copy's pseudo-speaker: its copies)."""
     mode = cfg["data"]["normalize"]
-
-    def load(r):
-        return data.cache.load(*locate(r["path"], data.root, data.manifest_path))
-
     if mode == "global":
-        return Normalizer.fit(mode, [r for r in data.rows if r.get("split") == "train"], load)
-    return Normalizer.fit(mode, rows_for_speakers if rows_for_speakers is not None else data.rows, load)
+        return Normalizer.fit(mode, [r for r in data.rows if r.get("split") == "train"] + data.augmented, data.load)
+    return Normalizer.fit(mode, (rows_for_speakers if rows_for_speakers is not None else data.rows) + data.augmented,
+                          data.load)
 
 
 def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, distributed=None,
@@ -136,7 +152,7 @@ def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_
         train = split == "train"
         ds = FeatureDataset(rows, data.root, data.cache, data.labels, train=train, max_seconds=d["max_seconds"],
                             normalizer=normalizer, manifest_path=data.manifest_path,
-                            extras=train_extras if train else None)
+                            extras=train_extras if train else None, speed_caches=data.speed_caches)
         if not len(ds) and (distributed is None or split != "val"):
             raise UsageError(f"the {split} split is empty; check data.split (val/test speakers) and data.labels")
         collate = pad_collate
@@ -222,6 +238,10 @@ def load_teacher(spec: str | None, device="cpu", data: PreparedData | None = Non
         raise UsageError("training.augment.mixup cannot be combined with a teacher on other features or "
                          "normalisation (its outputs are per recording); set mixup to 0 or use a teacher with the "
                          "student's features and normalisation")
+    if cfg is not None and cfg["training"]["augment"]["speed"]:
+        raise UsageError("training.augment.speed cannot be combined with a teacher on other features or "
+                         "normalisation (its outputs are of the unperturbed recordings); set speed to [] or use a "
+                         "teacher with the student's features and normalisation")
     from .evaluation.evaluate import predict_rows
 
     load_plugins(info["plugins"])
@@ -258,6 +278,7 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
             distributed.barrier()
         distributed.check_same("data", [(r["path"], r["label"], r["speaker"], r["split"]) for r in data.rows])
     by_split = {s: [r for r in data.rows if r["split"] == s] for s in ("train", "val", "test")}
+    by_split["train"] += data.augmented
     es = cfg["training"]["early_stopping"]
     if not by_split["val"] and (es["select"] != "last" or es["patience"] > 0):
         raise UsageError("no validation speakers (data.split.val: 0): early stopping and model selection need them; "
@@ -283,7 +304,8 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
         train_cfg.device = str(distributed.device)
     if is_main:
         print(f"{run_name}: {cfg['model']['name']} ({cfg['model']['preset']}, {count_parameters(model):,} parameters) "
-              f"on {cfg['features']['type']}; {len(by_split['train'])} train / {len(by_split['val'])} val / "
+              f"on {cfg['features']['type']}; {len(by_split['train'])} train"
+              f"{f' (with {len(data.augmented)} speed-perturbed copies)' if data.augmented else ''} / {len(by_split['val'])} val / "
               f"{len(by_split['test'])} test recordings; labels {', '.join(data.labels)}", flush=True)
     result = train_loop(model, loaders["train"], loaders.get("val"), train_cfg, data.labels, run_dir=run_dir, resume=resume,
                         teacher=teacher, progress=progress, writer=writer, is_main=is_main,
@@ -326,6 +348,9 @@ def run_experiment(cfg: dict, run_name: str, runs_dir: str | Path = "runs", resu
     metrics["features"] = {"type": data.cache.feature, "params": data.cache.params, "sample_rate": data.cache.sr}
     metrics["normalizer"] = normalizer.to_dict()
     metrics["skipped_files"] = len(data.skipped)
+    if data.augmented:
+        metrics["speed_perturbed_copies"] = {f"{f:g}": sum(1 for r in data.augmented if r["speed"] == f)
+                                             for f in data.speed_caches}
     atomic_write_json(run_dir / "metrics.json", metrics)
     split_for_plot = "test" if "test" in metrics else "val"
     plot_confusion(metrics[split_for_plot]["confusion_matrix"], data.labels, run_dir / "confusion_matrix.png",

@@ -108,10 +108,11 @@ class FeatureCache:
     ``FeatureCache(cache_dir, "mfcc", {"n_mfcc": 40}, sr=16000)``; ``get(root, relpath)``
     returns ``(features, frames)`` float32 or ``None``; ``load(root, relpath)`` computes and
     stores what is missing; ``build(root)`` fills the cache for every audio file.
+    ``speed``: features of the files speed-perturbed by that factor (augmentation; a folder of its own).
     """
 
     def __init__(self, cache_dir: str | os.PathLike, feature: str, params: dict | None = None,
-                 sr: int = DEFAULT_SAMPLE_RATE, mmap: bool = False):
+                 sr: int = DEFAULT_SAMPLE_RATE, mmap: bool = False, speed: float | None = None):
         spec = get_feature_spec(feature)
         self.feature = spec.name
         self.params = resolve_params(feature, params)
@@ -120,6 +121,9 @@ class FeatureCache:
         self.config = {"feature": self.feature, "params": self.params, "sample_rate": self.sr}
         if spec.native_rate:  # entries hold features of the files' own rates
             self.config["native_rate"] = True
+        self.speed = None if speed is None or speed == 1 else float(speed)
+        if self.speed is not None:
+            self.config["speed"] = self.speed
         digest = hashlib.sha1(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()
         self.config_hash = digest[:12]
         self.root_dir = Path(cache_dir)
@@ -151,10 +155,10 @@ class FeatureCache:
 
     def compute(self, path: str | os.PathLike) -> np.ndarray:
         """Features of one file, not cached: ``(features, frames)`` float32."""
-        return compute_feature_from_file(self.feature, path, self.sr, self.params)[0]
+        return compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed)[0]
 
     def _compute_and_store(self, path: Path, entry: Path) -> tuple[np.ndarray, float]:
-        feats, seconds = compute_feature_from_file(self.feature, path, self.sr, self.params)
+        feats, seconds = compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed)
         self._ensure_config()
         atomic_save_npy(entry, feats)
         return feats, seconds
@@ -247,7 +251,8 @@ class FeatureCache:
         chunks = [todo[i::workers * 4] for i in range(workers * 4)]
         ctx = get_context("spawn")  # fork after torch has started threads can deadlock
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(list(plugins),)) as pool:
-            futures = [pool.submit(_build_chunk, self.root_dir, self.feature, self.params, self.sr, str(root), chunk)
+            futures = [pool.submit(_build_chunk, self.root_dir, self.feature, self.params, self.sr, self.speed, str(root),
+                                   chunk)
                        for chunk in chunks if chunk]
             for fut in futures:
                 yield from fut.result()
@@ -272,8 +277,8 @@ def _init_worker(plugins: list[str]) -> None:
     load_plugins(plugins)
 
 
-def _build_chunk(cache_root, feature, params, sr, root, chunk):
-    cache = FeatureCache(cache_root, feature, params, sr)
+def _build_chunk(cache_root, feature, params, sr, speed, root, chunk):
+    cache = FeatureCache(cache_root, feature, params, sr, speed=speed)
     return [(rel, _build_one(cache, Path(root), rel, entry)) for rel, entry in chunk]
 
 

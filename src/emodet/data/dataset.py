@@ -118,16 +118,18 @@ class FeatureDataset(Dataset):
     padded later by ``pad_collate``); ``train=False`` returns the whole recording (or, with
     ``max_seconds`` and ``crop_eval=True``, its first ``max_seconds``). Missing cache entries
     are computed and stored. ``preload`` keeps every item in memory after the first read.
-    ``extras`` (one entry a row, e.g. a teacher's logits) makes items 4-tuples.
+    ``extras`` (one entry a row, e.g. a teacher's logits) makes items 4-tuples. A row with a
+    ``speed`` key (a speed-perturbed training copy) reads its features from ``speed_caches[speed]``.
     """
 
     def __init__(self, rows: list[dict], root: str | Path | None, cache: FeatureCache, labels: list[str], *,
                  train: bool = False, max_seconds: float | None = None, normalizer: Normalizer | None = None,
                  preload: bool = True, manifest_path: str | Path | None = None, crop_eval: bool = False,
-                 extras=None):
+                 extras=None, speed_caches: dict | None = None):
         if extras is not None and len(extras) != len(rows):
             raise ValueError(f"extras has {len(extras)} entries for {len(rows)} rows")
         self.extras = extras
+        self.speed_caches = speed_caches or {}
         self.rows = list(rows)
         self.root = Path(root) if root is not None else None
         self.cache = cache
@@ -148,9 +150,11 @@ class FeatureDataset(Dataset):
         """Features of item ``i`` before normalisation and cropping, ``(F, T)``."""
         if self._memory is not None and self._memory[i] is not None:
             return self._memory[i]
-        base, rel = locate(self.rows[i]["path"], self.root, self.manifest_path)
+        row = self.rows[i]
+        base, rel = locate(row["path"], self.root, self.manifest_path)
+        cache = self.speed_caches[row["speed"]] if row.get("speed") else self.cache
         try:
-            feats = np.asarray(self.cache.load(base, rel), dtype=np.float32)
+            feats = np.asarray(cache.load(base, rel), dtype=np.float32)
         except FileNotFoundError:
             raise UsageError(f"{self.manifest_path or 'manifest'}, row {i + 1}: file not found: {Path(base, rel)}") from None
         if self._memory is not None:

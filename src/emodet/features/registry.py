@@ -137,13 +137,18 @@ def compute_feature(name: str, wav: np.ndarray, sr: int, params: dict | None = N
     return check_feature_output(spec.name, out)
 
 
-def compute_feature_from_file(name: str, path, sr: int, params: dict | None = None) -> tuple[np.ndarray, float]:
+def compute_feature_from_file(name: str, path, sr: int, params: dict | None = None,
+                              speed: float | None = None) -> tuple[np.ndarray, float]:
     """Read ``path`` (at ``sr``, or at its own rate for a ``native_rate`` feature) and compute feature
-    ``name``; returns ``(features, seconds of audio)``. Audio problems raise ``AudioError``."""
-    from ..audio import load_audio_with_rate
+    ``name``; returns ``(features, seconds of audio)``. ``speed``: of the recording played that many times
+    as fast (``emodet.audio.speed_perturb``, an augmentation). Audio problems raise ``AudioError``."""
+    from ..audio import load_audio_with_rate, speed_perturb
 
     wav, rate = load_audio_with_rate(path, None if get_feature_spec(name).native_rate else sr)
-    return compute_feature(name, wav, rate, params), len(wav) / rate
+    seconds = len(wav) / rate
+    if speed is not None:
+        wav = speed_perturb(wav, rate, speed)
+    return compute_feature(name, wav, rate, params), seconds
 
 
 def check_feature_output(name: str, out: Any) -> np.ndarray:
