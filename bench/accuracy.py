@@ -98,7 +98,8 @@ def main() -> int:
             overrides.append(f"training.seed={int(name_seed[1])}")
         cfg = load_config(REPO / "configs" / f"{variant[0]}.yaml", overrides, str(root))
         t0 = time.perf_counter()
-        summary = run_cv(cfg, args.folds, run_name(name), args.runs_dir, progress=False)
+        summary = run_cv(cfg, args.folds, run_name(name), args.runs_dir, progress=False,
+                         new_name_hint="pass another --runs-dir (this benchmark names its runs <corpus>_<config>)")
         folds = [json.loads((args.runs_dir / run_name(name) / f"fold_{f['fold']:02d}" / "metrics.json").read_text())
                  for f in summary["folds"]]
         # training time as each fold recorded it, so a benchmark resumed from finished folds still reports it

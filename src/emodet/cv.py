@@ -53,12 +53,14 @@ def fold_manifest_rows(rows: list[dict], held_out: set[str], val: float, seed: i
     return out
 
 
-def run_cv(cfg: dict, folds: str | int, name: str, runs_dir: str | Path = "runs", progress: bool | None = None) -> dict:
-    """Cross-validate ``cfg``; returns the summary (also written to ``cv_summary.json``)."""
+def run_cv(cfg: dict, folds: str | int, name: str, runs_dir: str | Path = "runs", progress: bool | None = None,
+           new_name_hint: str = "choose a new --run-name") -> dict:
+    """Cross-validate ``cfg``; returns the summary (also written to ``cv_summary.json``).
+    ``new_name_hint``: how the caller's user starts a fresh cross-validation (said when ``name`` holds another recipe)."""
     root = check_data_root(cfg)
     d = cfg["data"]
     cv_dir = Path(runs_dir) / name
-    _check_same_recipe(cv_dir, cfg, folds)
+    _check_same_recipe(cv_dir, cfg, folds, new_name_hint)
     cv_dir.mkdir(parents=True, exist_ok=True)
     if not (cv_dir / "cv_config.json").exists():
         atomic_write_json(cv_dir / "cv_config.json", {"folds": str(folds), "recipe": _recipe(cfg)})
@@ -131,7 +133,7 @@ def _recipe(cfg: dict) -> dict:
     return {sec: {k: v for k, v in cfg[sec].items() if (sec, k) not in _RUN_LOCAL} for sec in cfg}
 
 
-def _check_same_recipe(cv_dir: Path, cfg: dict, folds) -> None:
+def _check_same_recipe(cv_dir: Path, cfg: dict, folds, new_name_hint: str) -> None:
     """A rerun continues only the cross-validation it started: finished folds are reused, so a changed
     config would silently mix two recipes in one summary."""
     path = cv_dir / "cv_config.json"
@@ -146,7 +148,7 @@ def _check_same_recipe(cv_dir: Path, cfg: dict, folds) -> None:
         old, new = saved["recipe"].get(sec, {}), now["recipe"].get(sec, {})
         diff += [f"{sec}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     raise UsageError(f"{cv_dir} holds a cross-validation of another recipe ({', '.join(diff)} differ); "
-                     "rerun with its config to resume it, or choose a new --run-name")
+                     f"rerun with its config to resume it, or {new_name_hint}")
 
 
 def _write_pooled_predictions(cv_dir: Path, n_folds: int) -> None:
