@@ -108,6 +108,22 @@ def test_cli_exit_codes_and_report(corpus, tmp_path):
     assert usage.returncode == 2 and "expected key=value" in usage.stderr
 
 
+def test_cli_builds_speed_perturbed_caches_training_reads(corpus, tmp_path):
+    out = run_cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--speed", "0.9",
+                  "--speed", "1.1", "--workers", "2", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("45 files, 45 computed") == 3 and "(speed 0.9)" in out.stdout and "(speed 1.1)" in out.stdout
+    plain = FeatureCache(tmp_path / "c", "mfcc")
+    for factor in (0.9, 1.1):
+        cache = FeatureCache(tmp_path / "c", "mfcc", speed=factor)  # the folder prepare_data reads for the factor
+        assert cache.dir != plain.dir
+        assert_cache_complete_and_valid(cache, corpus)
+        rel = list_audio_files(corpus)[0]
+        assert cache.get(corpus, rel).shape[1] != plain.get(corpus, rel).shape[1]  # tempo changed
+    bad = run_cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c", "--speed", "1")
+    assert bad.returncode == 2 and "--speed: each factor must be a number in [0.5, 2] other than 1" in bad.stderr
+
+
 def test_original_script_entry_point(corpus, tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "audio_features.py"), "--data-root", str(corpus), "--feature",
                           "mfcc", "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)

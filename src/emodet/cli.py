@@ -53,12 +53,16 @@ def _add_features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
                    help="skip bad files and report them (default) or stop at the first")
     p.add_argument("--shard", metavar="I/N", help="build only shard I of N (0-based), e.g. for several machines")
+    p.add_argument("--speed", action="append", type=float, default=[], metavar="FACTOR",
+                   help="also build the features of every file speed-perturbed by FACTOR (repeatable), as training with "
+                        "training.augment.speed reads them, e.g. --speed 0.9 --speed 1.1")
     p.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="import a module that registers features")
     p.add_argument("--list", action="store_true", help="list the registered features and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_features(args) -> int:
+    from .config import check_speed_factors
     from .data.cache import FeatureCache
     from .features import get_feature_spec, list_features, load_plugins
 
@@ -73,19 +77,22 @@ def cmd_features(args) -> int:
     missing = [flag for flag, value in (("--data-root", args.data_root), ("--cache-dir", args.cache_dir)) if not value]
     if missing:
         raise UsageError(f"emodet features needs {' and '.join(missing)}")
-    cache = FeatureCache(args.cache_dir, args.feature, parse_params(args.param), sr=args.sr)
-    report = cache.build(args.data_root, workers=args.workers, on_error=args.on_error, shard=args.shard,
-                         progress=False if args.no_progress else None, plugins=args.plugin or ())
-    print(report.summary_line())
-    if report.failed:
-        for item in report.failed[:10]:
-            print(f"  failed: {item['error']}", file=sys.stderr)
-        more = f" ({len(report.failed) - 10} more)" if len(report.failed) > 10 else ""
-        report_name = "report.json" if report.shard is None else f"report-shard-{report.shard.replace('/', '-of-')}.json"
-        print(f"  {len(report.failed)} file(s) failed{more}; all listed in {Path(report.cache_dir) / report_name}",
-              file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    check_speed_factors(args.speed, "--speed")
+    status = EXIT_OK
+    for speed in [None, *args.speed]:  # the recordings as they are, then each perturbed copy
+        cache = FeatureCache(args.cache_dir, args.feature, parse_params(args.param), sr=args.sr, speed=speed)
+        report = cache.build(args.data_root, workers=args.workers, on_error=args.on_error, shard=args.shard,
+                             progress=False if args.no_progress else None, plugins=args.plugin or ())
+        print(report.summary_line() + (f" (speed {speed:g})" if speed else ""))
+        if report.failed:
+            for item in report.failed[:10]:
+                print(f"  failed: {item['error']}", file=sys.stderr)
+            more = f" ({len(report.failed) - 10} more)" if len(report.failed) > 10 else ""
+            name = "report.json" if report.shard is None else f"report-shard-{report.shard.replace('/', '-of-')}.json"
+            print(f"  {len(report.failed)} file(s) failed{more}; all listed in {Path(report.cache_dir) / name}",
+                  file=sys.stderr)
+            status = EXIT_FAILED
+    return status
 
 
 # -- emodet data synth -----------------------------------------------------------------------

@@ -210,18 +210,22 @@ def check_values(cfg: dict) -> None:
         raise UsageError(f"training.distill.weight must be in [0, 1], got {t['distill']['weight']}")
     if t["distill"]["temperature"] <= 0:
         raise UsageError(f"training.distill.temperature must be positive, got {t['distill']['temperature']}")
-    speeds = t["augment"]["speed"]
-    for f in speeds:
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.5 <= f <= 2.0 or f == 1:
-            raise UsageError(f"training.augment.speed: each factor must be a number in [0.5, 2] other than 1 "
-                             f"(the recording itself always trains), e.g. [0.9, 1.1]; got {f!r}")
-    if len(set(speeds)) != len(speeds):
-        raise UsageError(f"training.augment.speed: factor listed twice in {speeds}")
+    check_speed_factors(t["augment"]["speed"], "training.augment.speed")
     d = cfg["data"]
     if d["max_seconds"] is not None and d["max_seconds"] <= 0:
         raise UsageError(f"data.max_seconds must be positive or null, got {d['max_seconds']}")
     if d["labels"] is not None and (len(d["labels"]) < 2 or not all(isinstance(x, str) for x in d["labels"])):
         raise UsageError(f"data.labels must be a list of at least two label names, got {d['labels']!r}")
+
+
+def check_speed_factors(speeds: list, source: str) -> None:
+    """Speed-perturbation factors: numbers in [0.5, 2], none equal to 1 or listed twice."""
+    for f in speeds:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.5 <= f <= 2.0 or f == 1:
+            raise UsageError(f"{source}: each factor must be a number in [0.5, 2] other than 1 "
+                             f"(the recording itself is always kept), e.g. [0.9, 1.1]; got {f!r}")
+    if len(set(speeds)) != len(speeds):
+        raise UsageError(f"{source}: factor listed twice in {speeds}")
 
 
 def check_data_root(cfg: dict) -> Path | None:
