@@ -122,6 +122,8 @@ def test_cli_builds_speed_perturbed_caches_training_reads(corpus, tmp_path):
         assert cache.get(corpus, rel).shape[1] != plain.get(corpus, rel).shape[1]  # tempo changed
     bad = run_cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c", "--speed", "1")
     assert bad.returncode == 2 and "--speed: each factor must be a number in [0.5, 2] other than 1" in bad.stderr
+    with pytest.raises(UsageError, match=r"speed: each factor must be a number in \[0.5, 2\]"):
+        FeatureCache(tmp_path / "c", "mfcc", speed=3)
 
 
 def test_original_script_entry_point(corpus, tmp_path):

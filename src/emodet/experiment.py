@@ -21,7 +21,8 @@ from . import __version__
 from .config import check_data_root, dump_config, load_config
 from .data.cache import FeatureCache
 from .data.corpora import prepare_corpus
-from .data.dataset import FeatureDataset, Normalizer, chunk_collate, frames_for_seconds, locate, pad_collate
+from .data.dataset import (FeatureDataset, Normalizer, chunk_collate, frames_for_seconds, locate, pad_collate,
+                           row_cache)
 from .data.labels import CANONICAL_LABELS, load_label_map
 from .data.manifest import read_manifest, write_manifest
 from .data.splits import assign_splits
@@ -64,8 +65,7 @@ class PreparedData:
 
     def load(self, row: dict):
         """Cached features of a row (a perturbed copy's from its factor's cache)."""
-        cache = self.speed_caches[row["speed"]] if row.get("speed") else self.cache
-        return cache.load(*locate(row["path"], self.root, self.manifest_path))
+        return row_cache(row, self.cache, self.speed_caches).load(*locate(row["path"], self.root, self.manifest_path))
 
 
 def prepare_data(cfg: dict, run_dir: Path | None = None, progress: bool | None = None) -> PreparedData:

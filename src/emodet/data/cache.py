@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import __version__
 from ..audio import DEFAULT_SAMPLE_RATE, is_audio_file
+from ..config import check_speed_factors
 from ..errors import AudioError, EmodetError, UsageError
 from ..features import compute_feature_from_file, get_feature_spec, load_plugins, resolve_params
 from ..io import atomic_save_npy, atomic_write_json, remove_stale_temp_files
@@ -121,6 +122,8 @@ class FeatureCache:
         self.config = {"feature": self.feature, "params": self.params, "sample_rate": self.sr}
         if spec.native_rate:  # entries hold features of the files' own rates
             self.config["native_rate"] = True
+        if speed is not None and speed != 1:
+            check_speed_factors([speed], "speed")  # refused here, not as an error on every file of a build
         self.speed = None if speed is None or speed == 1 else float(speed)
         if self.speed is not None:
             self.config["speed"] = self.speed

@@ -111,6 +111,11 @@ def frames_for_seconds(seconds: float | None, cache: FeatureCache) -> int | None
     return max(1, int(math.ceil(seconds * cache.sr / hop)))
 
 
+def row_cache(row: dict, cache: FeatureCache, speed_caches: dict | None) -> FeatureCache:
+    """The cache holding a row's features: a speed-perturbed copy's (a ``speed`` key) is its factor's."""
+    return speed_caches[row["speed"]] if row.get("speed") else cache
+
+
 class FeatureDataset(Dataset):
     """Cached features of manifest rows: items ``(features (F, T) float32, label int, length int)``.
 
@@ -152,9 +157,8 @@ class FeatureDataset(Dataset):
             return self._memory[i]
         row = self.rows[i]
         base, rel = locate(row["path"], self.root, self.manifest_path)
-        cache = self.speed_caches[row["speed"]] if row.get("speed") else self.cache
         try:
-            feats = np.asarray(cache.load(base, rel), dtype=np.float32)
+            feats = np.asarray(row_cache(row, self.cache, self.speed_caches).load(base, rel), dtype=np.float32)
         except FileNotFoundError:
             raise UsageError(f"{self.manifest_path or 'manifest'}, row {i + 1}: file not found: {Path(base, rel)}") from None
         if self._memory is not None:
