@@ -78,10 +78,15 @@ def load_audio_with_rate(path: str | os.PathLike, sr: int | None = DEFAULT_SAMPL
     return resample(wav, int(file_sr), int(sr)), int(sr)
 
 
+def is_speed_factor(factor) -> bool:
+    """Whether ``factor`` is a speed-perturbation factor ``speed_perturb`` takes: a number in [0.5, 2]."""
+    return not isinstance(factor, bool) and isinstance(factor, (int, float)) and 0.5 <= factor <= 2.0
+
+
 def speed_perturb(wav: np.ndarray, sr: int, factor: float) -> np.ndarray:
     """The signal played ``factor`` times as fast (Kaldi's/sox's ``speed``): ``len / factor`` samples at the
     same rate, pitch and formants scaled by ``factor`` with the tempo. Resampled with soxr (HQ)."""
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
+    if not is_speed_factor(factor):
         raise ValueError(f"speed factor must be a number in [0.5, 2], got {factor!r}")
     if factor == 1:
         return wav

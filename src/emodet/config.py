@@ -220,8 +220,10 @@ def check_values(cfg: dict) -> None:
 
 def check_speed_factors(speeds: list, source: str) -> None:
     """Speed-perturbation factors: numbers in [0.5, 2], none equal to 1 or listed twice."""
+    from .audio import is_speed_factor  # the range speed_perturb takes, defined once beside it
+
     for f in speeds:
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.5 <= f <= 2.0 or f == 1:
+        if not is_speed_factor(f) or f == 1:
             raise UsageError(f"{source}: each factor must be a number in [0.5, 2] other than 1 "
                              f"(the recording itself is always kept), e.g. [0.9, 1.1]; got {f!r}")
     if len(set(speeds)) != len(speeds):

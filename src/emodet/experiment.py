@@ -129,14 +129,13 @@ def prepare_data(cfg: dict, run_dir: Path | None = None, progress: bool | None =
     return PreparedData(rows, root, manifest_path, labels, cache, skipped, augmented, speed_caches)
 
 
-def fit_normalizer(cfg: dict, data: PreparedData, rows_for_speakers: list | None = None) -> Normalizer:
+def fit_normalizer(cfg: dict, data: PreparedData) -> Normalizer:
     """``global``: statistics of the training split; ``speaker``: each speaker's own recordings
     (a speed-perturbed copy's pseudo-speaker: its copies)."""
     mode = cfg["data"]["normalize"]
     if mode == "global":
         return Normalizer.fit(mode, [r for r in data.rows if r.get("split") == "train"] + data.augmented, data.load)
-    return Normalizer.fit(mode, (rows_for_speakers if rows_for_speakers is not None else data.rows) + data.augmented,
-                          data.load)
+    return Normalizer.fit(mode, data.rows + data.augmented, data.load)
 
 
 def make_loaders(cfg: dict, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, distributed=None,
