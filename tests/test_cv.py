@@ -49,6 +49,18 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
     assert other.returncode == 2, other.stderr
     assert "another recipe (model.params, training.lr differ)" in other.stderr
     assert json.loads((runs / "cv" / "cv_summary.json").read_text())["uar_mean"] == summary["uar_mean"]
+    # a cross-validation started before emodet had an option (here training.augment.speed) ran with its
+    # default: a rerun at the default continues it, one that sets the option is another recipe
+    saved = json.loads((runs / "cv" / "cv_config.json").read_text())
+    del saved["recipe"]["training"]["augment"]["speed"]
+    (runs / "cv" / "cv_config.json").write_text(json.dumps(saved))
+    older = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
+                    "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
+    assert older.returncode == 0 and "parameters)" not in older.stdout, older.stderr
+    sped = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
+                   "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}",
+                   *FAST, "--set", "training.augment.speed=[0.9, 1.1]")
+    assert sped.returncode == 2 and "another recipe (training.augment differ)" in sped.stderr, sped.stderr
 
 
 def test_fixed_epoch_recipe_trains_on_every_speaker_but_the_held_out_one(tmp_path, synth_corpus):
