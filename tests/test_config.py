@@ -6,7 +6,7 @@ from emodet.errors import UsageError
 from conftest import REPO
 
 CONFIGS = ["fc_mfcc", "resnet_mfcc", "lstm_mfcc", "resnet_logmel", "cnn_logmel", "fc_compare", "linear_compare",
-           "linear_egemaps"]
+           "linear_egemaps", "linear_emobase"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

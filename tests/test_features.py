@@ -108,8 +108,9 @@ def test_opensmile_functionals_or_clear_error():
         with pytest.raises(UsageError, match=r"pip install 'emodet\[opensmile\]'"):
             compute_feature("egemaps", speechlike(), 16000)
         return
-    out = compute_feature("egemaps", speechlike(), 16000)
-    assert out.shape == (88, 1) and np.isfinite(out).all()
+    for name, n in (("egemaps", 88), ("emobase", 988)):
+        out = compute_feature(name, speechlike(), 16000)
+        assert out.shape == (n, 1) and np.isfinite(out).all(), name
 
 
 def test_functionals_trim_leading_and_trailing_silence():

@@ -1,4 +1,4 @@
-"""openSMILE functionals (eGeMAPS, ComParE_2016), shared by the feature registry and the torch-free runtime."""
+"""openSMILE functionals (eGeMAPS, ComParE_2016, emobase), shared by the feature registry and the torch-free runtime."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from .audio import trim_silence
 from .errors import UsageError
 
-FUNCTIONAL_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
+FUNCTIONAL_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016", "emobase": "emobase"}
 _SMILE_LOCK = threading.Lock()
 
 

@@ -74,3 +74,9 @@ def egemaps(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
                   description="openSMILE ComParE_2016 functionals (6373 x 1) at the file's own rate; needs emodet[opensmile]")
 def compare(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
     return functionals("compare", wav, sr, params["trim_db"])
+
+
+@register_feature("emobase", defaults=FUNCTIONAL_DEFAULTS, native_rate=True, check_params=check_functional_params,
+                  description="openSMILE emobase functionals (988 x 1) at the file's own rate; needs emodet[opensmile]")
+def emobase(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
+    return functionals("emobase", wav, sr, params["trim_db"])
