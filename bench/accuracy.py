@@ -2,17 +2,26 @@
 
     python bench/accuracy.py --corpus emodb [--configs fc_compare resnet_mfcc ...] [--ensemble fc_compare+resnet_mfcc]
     python bench/accuracy.py --corpus ravdess --configs fc_compare
+    python bench/accuracy.py --corpus ravdess --recipe all
 
-The best recipe (late fusion of three seeds of fc_compare and two of cnn_logmel; name@N is
-the config trained with training.seed=N):
+A member is config[:preset][@seed][~variant...]: name@N is the config trained with
+training.seed=N; ~trim drops leading and trailing silence before the features
+(features.params.trim_db=30); ~sp adds speed-perturbed copies of the training recordings
+(training.augment.speed=[0.9, 1.1]). --recipe NAME runs a named fusion's members and fuses them
+(equal-weight mean of probabilities); the recipes (RECIPES below):
 
-    python bench/accuracy.py --configs fc_compare fc_compare@1 fc_compare@2 cnn_logmel cnn_logmel@1 \
-        --ensemble fc_compare+fc_compare@1+fc_compare@2+cnn_logmel+cnn_logmel@1
+    v2               fc_compare x 3 seeds + cnn_logmel x 2 seeds           EmoDB 0.871
+    tiny             linear_compare + cnn_logmel (0.62 MB; bench/edge.py --fuse runs it
+                     through the torch-free runtime)                       EmoDB 0.858
+    functionals      fc_compare x 3 + linear_compare + linear_egemaps + linear_emobase
+                                                                           EmoDB 0.851, RAVDESS 0.684
+    functionals_cnn  functionals + cnn_logmel x 2                          EmoDB 0.873
+    all              functionals, + fc_compare x 3 and linear_compare ~trim, + fc_compare x 3,
+                     linear_compare and linear_egemaps ~sp (15 members)    EmoDB 0.853, RAVDESS 0.703
+    all_cnn          all + cnn_logmel x 2                                  EmoDB 0.867
 
-The tiny fused model (0.62 MB: the tiny CNN and the linear model over ComParE functionals;
-bench/edge.py --fuse runs the same fusion through the torch-free runtime):
-
-    python bench/accuracy.py --configs linear_compare cnn_logmel --ensemble linear_compare+cnn_logmel
+(leave-one-speaker-out pooled UAR on the copies in ../shared/datasets; the CNN recipes were not
+run on RAVDESS: 24 CNN trainings take ~4 h a seed on 2 cores.)
 
 Every config runs as `emodet cv --config configs/X.yaml --folds loso` would (validation
 speakers drawn from each fold's training speakers, model selection on them only; the
@@ -44,6 +53,15 @@ from emodet.evaluation.metrics import classification_metrics
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = {"emodb": REPO.parent / "shared" / "datasets" / "emodb",
            "ravdess": REPO.parent / "shared" / "datasets" / "ravdess"}
+# A member's variants: overrides for that member alone (its run name gets _<variant>).
+VARIANTS = {"trim": ["features.params.trim_db=30"], "sp": ["training.augment.speed=[0.9, 1.1]"]}
+_FC3 = ["fc_compare", "fc_compare@1", "fc_compare@2"]
+_CNN2 = ["cnn_logmel", "cnn_logmel@1"]
+_FUNCTIONALS = [*_FC3, "linear_compare", "linear_egemaps", "linear_emobase"]
+_ALL = [*_FUNCTIONALS, *(f"{m}~trim" for m in [*_FC3, "linear_compare"]),
+        *(f"{m}~sp" for m in [*_FC3, "linear_compare", "linear_egemaps"])]
+RECIPES = {"v2": [*_FC3, *_CNN2], "tiny": ["linear_compare", "cnn_logmel"], "functionals": _FUNCTIONALS,
+           "functionals_cnn": [*_FUNCTIONALS, *_CNN2], "all": _ALL, "all_cnn": [*_ALL, *_CNN2]}
 REFERENCES = {"emodb": [("eGeMAPS + SVM (reference)", 0.73), ("ComParE + SVM (reference)", 0.83),
                         ("plain small CNN (reference floor)", 0.81)],
               "ravdess": [("eGeMAPS + SVM (reference)", 0.575), ("ComParE + SVM (reference)", 0.645)]}
@@ -68,9 +86,13 @@ def fuse(members: list[dict[str, dict]], labels: list[str]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", choices=sorted(CORPORA), default="emodb")
-    ap.add_argument("--configs", nargs="*", default=["fc_compare", "fc_mfcc", "resnet_mfcc"])
+    ap.add_argument("--configs", nargs="*", default=None,
+                    help="members to cross-validate, config[:preset][@seed][~trim][~sp] (default: fc_compare fc_mfcc "
+                         "resnet_mfcc, or none with --recipe)")
     ap.add_argument("--ensemble", nargs="*", default=[],
                     help="members joined by +: configs run here or LOSO directories, e.g. fc_compare+runs/x/emodb_cnn_logmel")
+    ap.add_argument("--recipe", action="append", default=[], choices=sorted(RECIPES),
+                    help="run a named fusion's members and fuse them (repeatable)")
     ap.add_argument("--folds", default="loso",
                     help="loso (the benchmark's protocol) or K folds by speaker (run names get _kK), e.g. for a "
                          "large corpus where 24 CNN trainings do not fit the time at hand")
@@ -84,19 +106,34 @@ def main() -> int:
         return 0
     results = {}
     suffix = "" if args.folds == "loso" else f"_k{int(args.folds)}"
+    configs = list(args.configs if args.configs is not None else [] if args.recipe else
+                   ["fc_compare", "fc_mfcc", "resnet_mfcc"])
+    ensembles = {spec: spec for spec in args.ensemble}  # what a fusion is called in the table: its members
+    for recipe in args.recipe:
+        configs += [m for m in RECIPES[recipe] if m not in configs]
+        ensembles[f"recipe {recipe} ({len(RECIPES[recipe])} members)"] = "+".join(RECIPES[recipe])
 
     def run_name(name: str) -> str:
-        return f"{args.corpus}_{name.replace(':', '_').replace('@', '_seed')}{suffix}"
+        return f"{args.corpus}_{name.replace(':', '_').replace('@', '_seed').replace('~', '_')}{suffix}"
 
-    for name in args.configs:
-        name_seed = name.split("@")  # config[:preset][@seed] e.g. resnet_mfcc:tiny, cnn_logmel@1
-        variant = name_seed[0].split(":")
+    for name in configs:
+        # config[:preset][@seed][~variant...], e.g. resnet_mfcc:tiny, cnn_logmel@1, fc_compare@2~trim
+        base, *variants = name.split("~")
+        name_seed = base.split("@")
+        preset = name_seed[0].split(":")
         overrides = [f"features.cache_dir={args.cache_dir}", *args.overrides]
-        if len(variant) > 1:
-            overrides.append(f"model.preset={variant[1]}")
+        if len(preset) > 1:
+            overrides.append(f"model.preset={preset[1]}")
         if len(name_seed) > 1:
+            if not name_seed[1].isdigit():
+                raise SystemExit(f"member {name!r}: the seed after @ must be a whole number, e.g. {name_seed[0]}@1")
             overrides.append(f"training.seed={int(name_seed[1])}")
-        cfg = load_config(REPO / "configs" / f"{variant[0]}.yaml", overrides, str(root))
+        for v in variants:
+            if v not in VARIANTS:
+                raise SystemExit(f"member {name!r}: unknown variant ~{v}; valid variants: "
+                                 f"{', '.join('~' + k for k in VARIANTS)}")
+            overrides += VARIANTS[v]
+        cfg = load_config(REPO / "configs" / f"{preset[0]}.yaml", overrides, str(root))
         t0 = time.perf_counter()
         summary = run_cv(cfg, args.folds, run_name(name), args.runs_dir, progress=False,
                          new_name_hint="pass another --runs-dir (this benchmark names its runs <corpus>_<config>)")
@@ -110,23 +147,24 @@ def main() -> int:
               f"{summary['uar_std']:.3f}), {fold_seconds:.0f} s of training for all folds "
               f"({time.perf_counter() - t0:.0f} s in this call)", flush=True)
     fused = {}
-    for spec in args.ensemble:
-        # a member is a config benchmarked here (name[:preset][@seed]) or the path of a finished LOSO directory
+    for title, spec in ensembles.items():
+        # a member is a config benchmarked here (as in --configs) or the path of a finished LOSO directory
         dirs = [Path(m) if "/" in m else args.runs_dir / run_name(m) for m in spec.split("+")]
         labels = json.loads((dirs[0] / "fold_00" / "metrics.json").read_text())["labels"]
-        fused[spec] = fuse([pooled_predictions(d) for d in dirs], labels)
+        fused[title] = fuse([pooled_predictions(d) for d in dirs], labels)
 
     protocol = "leave-one-speaker-out" if args.folds == "loso" else f"{int(args.folds)} folds by speaker"
     print(f"\n{args.corpus}, {protocol}, pooled over all held-out recordings")
-    print(f"{'system':<40}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'CV min':>10}")
+    w = max([40, *(len(n) + 1 for n in results), *(len(f"ensemble {t}") + 1 for t in fused if not t.count("+"))])
+    print(f"{'system':<{w}}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'CV min':>10}")
     for name, r in results.items():
         s = r["summary"]
-        print(f"{name:<40}{s['pooled']['uar']:>7.3f}{s['pooled']['wa']:>7.3f}{s['pooled']['macro_f1']:>7.3f}"
+        print(f"{name:<{w}}{s['pooled']['uar']:>7.3f}{s['pooled']['wa']:>7.3f}{s['pooled']['macro_f1']:>7.3f}"
               f"{s['uar_mean']:>9.3f} +-{s['uar_std']:.2f}{r['params']:>11,}{r['seconds'] / 60:>10.1f}")
-    for spec, m in fused.items():
-        print(f"{'ensemble ' + spec:<40}{m['uar']:>7.3f}{m['wa']:>7.3f}{m['macro_f1']:>7.3f}")
+    for title, m in fused.items():
+        print(f"{'ensemble ' + title:<{w}}{m['uar']:>7.3f}{m['wa']:>7.3f}{m['macro_f1']:>7.3f}")
     for label, value in REFERENCES[args.corpus]:
-        print(f"{label:<40}{value:>7.3f}")
+        print(f"{label:<{w}}{value:>7.3f}")
     return 0
 
 
