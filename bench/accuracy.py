@@ -155,7 +155,7 @@ def main() -> int:
 
     protocol = "leave-one-speaker-out" if args.folds == "loso" else f"{int(args.folds)} folds by speaker"
     print(f"\n{args.corpus}, {protocol}, pooled over all held-out recordings")
-    w = max([40, *(len(n) + 1 for n in results), *(len(f"ensemble {t}") + 1 for t in fused if not t.count("+"))])
+    w = max([40, *(len(n) + 1 for n in results), *(len(f"ensemble {t}") + 1 for t in fused if "+" not in t)])
     print(f"{'system':<{w}}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'CV min':>10}")
     for name, r in results.items():
         s = r["summary"]
