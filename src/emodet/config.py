@@ -166,6 +166,12 @@ def _merge_free(base: dict, override: dict) -> dict:
     return out
 
 
+def with_defaults(partial: dict, source: str) -> dict:
+    """A full config from a mapping that may lack keys (a YAML file, or a config saved by an older emodet):
+    each missing key takes its default, each present one is checked as in a file (``source`` names it)."""
+    return _merge(default_config(), partial, SCHEMA, "", source)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, data_root: str | None = None) -> dict:
     """Defaults, then the YAML file, then ``--set key.sub=value`` overrides, then ``--data-root``."""
     cfg = default_config()
@@ -177,7 +183,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise UsageError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        cfg = _merge(cfg, loaded, SCHEMA, "", str(path))
+        cfg = with_defaults(loaded, str(path))
     for item in overrides or ():
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import check_data_root, default_config
+from .config import check_data_root, with_defaults
 from .data.corpora import prepare_corpus
 from .data.labels import load_label_map
 from .data.manifest import read_manifest, write_manifest
@@ -133,17 +133,6 @@ def _recipe(cfg: dict) -> dict:
     return {sec: {k: v for k, v in cfg[sec].items() if (sec, k) not in _RUN_LOCAL} for sec in cfg}
 
 
-def _with_defaults(saved: dict, defaults: dict) -> dict:
-    """``saved`` with every key it lacks taken from ``defaults`` (recursively, within mappings)."""
-    out = dict(saved)
-    for key, value in defaults.items():
-        if key not in out:
-            out[key] = value
-        elif isinstance(value, dict) and value and isinstance(out[key], dict):
-            out[key] = _with_defaults(out[key], value)
-    return out
-
-
 def _check_same_recipe(cv_dir: Path, cfg: dict, folds, new_name_hint: str) -> None:
     """A rerun continues only the cross-validation it started: finished folds are reused, so a changed
     config would silently mix two recipes in one summary."""
@@ -153,7 +142,7 @@ def _check_same_recipe(cv_dir: Path, cfg: dict, folds, new_name_hint: str) -> No
     saved = json.loads(path.read_text())
     # an option emodet gained after the cross-validation started is absent from its saved recipe: it ran
     # with that option's default, so a rerun at the default continues it
-    saved["recipe"] = _recipe(_with_defaults(saved["recipe"], default_config()))
+    saved["recipe"] = json.loads(json.dumps(_recipe(with_defaults(saved["recipe"], str(path)))))
     now = json.loads(json.dumps({"folds": str(folds), "recipe": _recipe(cfg)}))
     if saved == now:
         return
