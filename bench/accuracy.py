@@ -108,10 +108,10 @@ def main() -> int:
     suffix = "" if args.folds == "loso" else f"_k{int(args.folds)}"
     configs = list(args.configs if args.configs is not None else [] if args.recipe else
                    ["fc_compare", "fc_mfcc", "resnet_mfcc"])
-    ensembles = {spec: spec for spec in args.ensemble}  # what a fusion is called in the table: its members
+    ensembles = {spec: spec.split("+") for spec in args.ensemble}  # name in the table -> members
     for recipe in args.recipe:
         configs += [m for m in RECIPES[recipe] if m not in configs]
-        ensembles[f"recipe {recipe} ({len(RECIPES[recipe])} members)"] = "+".join(RECIPES[recipe])
+        ensembles[f"recipe {recipe} ({len(RECIPES[recipe])} members)"] = RECIPES[recipe]
 
     def run_name(name: str) -> str:
         return f"{args.corpus}_{name.replace(':', '_').replace('@', '_seed').replace('~', '_')}{suffix}"
@@ -147,9 +147,9 @@ def main() -> int:
               f"{summary['uar_std']:.3f}), {fold_seconds:.0f} s of training for all folds "
               f"({time.perf_counter() - t0:.0f} s in this call)", flush=True)
     fused = {}
-    for title, spec in ensembles.items():
+    for title, members in ensembles.items():
         # a member is a config benchmarked here (as in --configs) or the path of a finished LOSO directory
-        dirs = [Path(m) if "/" in m else args.runs_dir / run_name(m) for m in spec.split("+")]
+        dirs = [Path(m) if "/" in m else args.runs_dir / run_name(m) for m in members]
         labels = json.loads((dirs[0] / "fold_00" / "metrics.json").read_text())["labels"]
         fused[title] = fuse([pooled_predictions(d) for d in dirs], labels)
 
