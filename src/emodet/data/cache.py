@@ -122,11 +122,10 @@ class FeatureCache:
         self.config = {"feature": self.feature, "params": self.params, "sample_rate": self.sr}
         if spec.native_rate:  # entries hold features of the files' own rates
             self.config["native_rate"] = True
+        self.speed = None  # the recordings as they are (no factor, or 1)
         if speed is not None and speed != 1:
             check_speed_factors([speed], "speed")  # refused here, not as an error on every file of a build
-        self.speed = None if speed is None or speed == 1 else float(speed)
-        if self.speed is not None:
-            self.config["speed"] = self.speed
+            self.speed = self.config["speed"] = float(speed)
         digest = hashlib.sha1(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()
         self.config_hash = digest[:12]
         self.root_dir = Path(cache_dir)
