@@ -43,11 +43,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from emodet.config import load_config
-from emodet.cv import run_cv
-from emodet.errors import EmodetError
+from emodet.workflows.cv import run_cv
+from emodet.core.errors import EmodetError
+from emodet.core.fusion import fuse_probabilities
 from emodet.evaluation.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def fuse(members: list[dict[str, dict]], labels: list[str]) -> dict:
     if any(len(m) != len(paths) for m in members):
         raise SystemExit("ensemble members hold predictions for different recordings: fuse runs of one corpus and "
                          "one set of folds")
-    probs = np.mean([[[float(m[p][f"p_{lab}"]) for lab in labels] for p in paths] for m in members], axis=0)
+    probs = fuse_probabilities([[[float(m[p][f"p_{lab}"]) for lab in labels] for p in paths] for m in members])
     index = {lab: i for i, lab in enumerate(labels)}
     targets = [index[members[0][p]["label"]] for p in paths]
     return classification_metrics(targets, probs.argmax(1), labels)

@@ -40,9 +40,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from emodet.audio import load_audio
+from emodet.core.audio import load_audio
 from emodet.data.manifest import read_manifest, resolve_path
-from emodet.errors import EmodetError
+from emodet.core.errors import EmodetError
 from emodet.evaluation.metrics import classification_metrics
 from emodet.export.onnx import DeployModel, export_run
 from emodet.runtime import EmotionPredictor
@@ -58,24 +58,24 @@ def percentiles(times: list[float]) -> tuple[float, float]:
 def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
     import onnxruntime as ort
 
-    from emodet.ensemble import load_predictor, predictor_info
     from emodet.features import get_feature_spec
+    from emodet.runs import load_predictor, load_run
 
     report = export_run(run_dir, out_dir / "m.onnx", with_features=True, quantize="int8")
-    info = predictor_info(run_dir)
-    sr = info["sample_rate"]
+    info = load_run(run_dir)
+    sr = info.sample_rate
     clip = (np.random.default_rng(0).standard_normal(3 * sr) * 0.05).astype(np.float32)
-    n_feat = info["input_shape"][0]
+    n_feat = info.input_shape[0]
     feed = {"audio": clip[None], "audio_lengths": np.array([len(clip)], np.int64)}
     if "norm_mean" in report["inputs"]:
         feed.update({"norm_mean": np.zeros(n_feat, np.float32), "norm_std": np.ones(n_feat, np.float32)})
     torch.set_num_threads(1)
     model = load_predictor(run_dir).eval()
-    frontend = get_feature_spec(info["feature"]).module_factory(sr, info["feature_params"]).eval()  # torch.stft
+    frontend = get_feature_spec(info.feature).module_factory(sr, info.feature_params).eval()  # torch.stft
     from emodet.features.spectral import resolve_frame_params
 
-    hop = resolve_frame_params(sr, info["feature_params"])["hop_length"]
-    eager = DeployModel(model, frontend, hop, info["normalizer"]).eval()
+    hop = resolve_frame_params(sr, info.feature_params)["hop_length"]
+    eager = DeployModel(model, frontend, hop, info.normalizer).eval()
     eager_inputs = [torch.from_numpy(feed[k]) for k in report["inputs"]]
 
     def ort_session(path):
@@ -142,16 +142,16 @@ def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
 
 def held_out_rows(fold: Path) -> tuple[list[dict], list[str]]:
     """The held-out speaker's manifest rows of a fold and their file paths."""
-    import yaml
+    from emodet.runs import load_run
 
     rows = [r for r in read_manifest(fold / "manifest.csv") if r["split"] == "test"]
-    root = yaml.safe_load((fold / "config.yaml").read_text())["data"]["root"]
+    root = load_run(fold).data_root
     return rows, [str(resolve_path(r["path"], root, fold / "manifest.csv")) for r in rows]
 
 
 def fused_model(cv_dirs: list[Path], out_dir: Path, repeats: int) -> None:
-    from emodet.ensemble import predictor_info
     from emodet.features import get_feature_spec
+    from emodet.runs import load_run
     from emodet.runtime import FusedPredictor
 
     fold_names = [sorted(p.name for p in d.glob("fold_*") if (p / "metrics.json").exists()) for d in cv_dirs]
@@ -165,7 +165,7 @@ def fused_model(cv_dirs: list[Path], out_dir: Path, repeats: int) -> None:
         paths = []
         for d in cv_dirs:
             run = d / fold
-            graph = get_feature_spec(predictor_info(run)["feature"]).exportable
+            graph = get_feature_spec(load_run(run).feature).exportable
             paths.append(export_run(run, out_dir / f"{d.name}_{fold}.onnx", with_features=graph)["path"])
         sizes = [Path(q).stat().st_size for q in paths]
         rows, files = held_out_rows(cv_dirs[0] / fold)

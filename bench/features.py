@@ -30,8 +30,9 @@ import librosa
 import numpy as np
 import torch
 
-from emodet.audio import load_audio
-from emodet.data.cache import FeatureCache, list_audio_files
+from emodet.core.audio import load_audio
+from emodet.core.files import list_audio_files
+from emodet.data.cache import FeatureCache
 from emodet.features import compute_feature
 from emodet.features.spectral import resolve_frame_params
 from emodet.features import resolve_params

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 from sklearn.preprocessing import StandardScaler
 
-from emodet.audio import load_audio
+from emodet.core.audio import load_audio
 from emodet.data.synth import SYNTH_LABELS, generate_corpus
 from emodet.features import compute_feature
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from emodet.config import load_config
-from emodet.experiment import run_experiment
+from emodet.workflows.experiment import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 EMODB = REPO.parent / "shared" / "datasets" / "emodb"

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emodet.audio import AUDIO_EXTENSIONS, is_audio_file, load_audio, load_audio_with_rate, speed_perturb, trim_silence
-from emodet.errors import AudioError
+from emodet.core.audio import AUDIO_EXTENSIONS, is_audio_file, load_audio, load_audio_with_rate, speed_perturb, trim_silence
+from emodet.core.errors import AudioError
 
 from conftest import sine
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emodet.errors import AudioError, UsageError
+from emodet.core.errors import AudioError, UsageError
 
-from conftest import REPO, run_cli
+from conftest import REPO, cli
 
 SR = 16000
 
@@ -64,7 +64,7 @@ def catalogue(tmp_path_factory):
 
 
 def test_loader_on_every_entry(catalogue):
-    from emodet.audio import load_audio
+    from emodet.core.audio import load_audio
 
     folder, good, bad = catalogue
     for rel in good:
@@ -79,7 +79,7 @@ def test_loader_on_every_entry(catalogue):
 
 def test_features_skips_and_reports_bad_files(catalogue, tmp_path):
     folder, good, bad = catalogue
-    out = run_cli("features", "--data-root", folder, "--cache-dir", tmp_path / "c", "--feature", "logmel")
+    out = cli("features", "--data-root", folder, "--cache-dir", tmp_path / "c", "--feature", "logmel")
     assert out.returncode == 1
     assert f"{len(good) + len(bad)} files, {len(good)} computed, 0 already cached, {len(bad)} failed" in out.stdout
     assert "Traceback" not in out.stderr
@@ -90,13 +90,13 @@ def test_features_skips_and_reports_bad_files(catalogue, tmp_path):
         assert message in failed[rel]
     assert len(list((tmp_path / "c").rglob("*.npy"))) == len(good)
     assert not list((tmp_path / "c").rglob("*.tmp"))
-    stop = run_cli("features", "--data-root", folder, "--cache-dir", tmp_path / "c2", "--on-error", "raise")
+    stop = cli("features", "--data-root", folder, "--cache-dir", tmp_path / "c2", "--on-error", "raise")
     assert stop.returncode == 1 and stop.stderr.count("\n") == 1 and "emodet: error:" in stop.stderr
 
 
 def test_data_prepare_lists_unreadable_files(catalogue, tmp_path):
     folder, good, bad = catalogue
-    out = run_cli("data", "prepare", "--corpus", "folder", "--root", folder, "--out", tmp_path / "m.csv",
+    out = cli("data", "prepare", "--corpus", "folder", "--root", folder, "--out", tmp_path / "m.csv",
                   "--val", "0", "--test", "1")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     unparsed = {r["path"] for r in csv.DictReader(open(tmp_path / "m.unparsed.csv"))}
@@ -112,13 +112,13 @@ def test_train_skips_bad_files_and_reports_them(catalogue, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(folder, corpus)
     shutil.copytree(corpus / "happy", corpus / "angry")
-    out = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "r", "--data-root", corpus,
+    out = cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "r", "--data-root", corpus,
                   "--runs-dir", tmp_path / "runs", "--set", "data.corpus=folder", "--set", "data.split.val=0.0",
                   "--set", "data.split.test=1", "--set", "data.normalize=none", "--set", "training.epochs=1",
                   "--set", f"features.cache_dir={tmp_path / 'c'}", "--no-progress")
     assert "Traceback" not in out.stderr
     assert out.returncode == 2 and "no validation speakers" in out.stderr
-    out = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "r", "--data-root", corpus,
+    out = cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "r", "--data-root", corpus,
                   "--runs-dir", tmp_path / "runs", "--set", "data.corpus=folder", "--set", "data.split.val=1",
                   "--set", "data.split.test=0", "--set", "data.normalize=none", "--set", "training.epochs=1",
                   "--set", f"features.cache_dir={tmp_path / 'c'}", "--no-progress")
@@ -154,7 +154,7 @@ def test_run_directory_that_is_not_one(tmp_path):
     (tmp_path / "empty").mkdir()
     for args in (["evaluate", tmp_path / "empty"], ["export", tmp_path / "empty", "--out", tmp_path / "m.onnx"],
                  ["ensemble", tmp_path / "empty", tmp_path / "empty", "--out", tmp_path / "e"]):
-        out = run_cli(*args)
+        out = cli(*args)
         assert out.returncode == 2, args
         assert "is not a finished run directory" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "m.onnx").exists()
@@ -163,10 +163,10 @@ def test_run_directory_that_is_not_one(tmp_path):
 def test_config_value_of_the_wrong_type(tmp_path, catalogue):
     folder, _, _ = catalogue
     (tmp_path / "c.yaml").write_text("training:\n  batch_size: '32'\n")
-    out = run_cli("train", "--config", tmp_path / "c.yaml", "--run-name", "x", "--data-root", folder,
+    out = cli("train", "--config", tmp_path / "c.yaml", "--run-name", "x", "--data-root", folder,
                   "--runs-dir", tmp_path / "runs")
     assert out.returncode == 2 and "training.batch_size must be integer, got '32'" in out.stderr
-    out = run_cli("cv", "--config", tmp_path / "c.yaml", "--folds", "loso", "--run-name", "x", "--data-root", folder,
+    out = cli("cv", "--config", tmp_path / "c.yaml", "--folds", "loso", "--run-name", "x", "--data-root", folder,
                   "--runs-dir", tmp_path / "runs")
     assert out.returncode == 2 and "training.batch_size must be integer" in out.stderr
     assert not (tmp_path / "runs").exists()
@@ -175,7 +175,7 @@ def test_config_value_of_the_wrong_type(tmp_path, catalogue):
 def test_predict_on_the_catalogue(catalogue, tmp_path, synth_corpus):
     """Bad files are reported one line each; good ones (every format, silence, 10 ms, 10 min) predicted."""
     from emodet.config import load_config
-    from emodet.experiment import run_experiment
+    from emodet.workflows.experiment import run_experiment
     from emodet.export.onnx import export_run
 
     folder, good, bad = catalogue
@@ -185,7 +185,7 @@ def test_predict_on_the_catalogue(catalogue, tmp_path, synth_corpus):
     run_experiment(cfg, "m", tmp_path / "runs", progress=False)
     export_run(tmp_path / "runs" / "m", tmp_path / "m.onnx")
     files = [folder / rel for rel in good + list(bad)]
-    out = run_cli("predict", tmp_path / "m.onnx", *files, "--json")
+    out = cli("predict", tmp_path / "m.onnx", *files, "--json")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     results = {r["file"]: r for r in json.loads(out.stdout)}
     for rel in good:
@@ -197,7 +197,7 @@ def test_predict_on_the_catalogue(catalogue, tmp_path, synth_corpus):
 
 def test_evaluate_with_bad_manifests(tmp_path, synth_corpus):
     from emodet.config import load_config
-    from emodet.experiment import run_experiment
+    from emodet.workflows.experiment import run_experiment
 
     cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
         f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=1", "data.split.test=1",
@@ -213,10 +213,10 @@ def test_evaluate_with_bad_manifests(tmp_path, synth_corpus):
             w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
             w.writerows(content)
-    out = run_cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "missing.csv", "--data-root", synth_corpus)
+    out = cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "missing.csv", "--data-root", synth_corpus)
     assert out.returncode == 2 and "row 1: file not found" in out.stderr and "not_there.wav" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    out = run_cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "label.csv", "--data-root", synth_corpus)
+    out = cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "label.csv", "--data-root", synth_corpus)
     assert out.returncode == 2 and "label 'bored' is not one the model knows" in out.stderr
-    out = run_cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "nothing.csv")
+    out = cli("evaluate", tmp_path / "runs" / "m", "--manifest", tmp_path / "nothing.csv")
     assert out.returncode == 2 and "nothing.csv" in out.stderr

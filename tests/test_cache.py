@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 from emodet.data.cache import FeatureCache, in_shard, list_audio_files, parse_shard
-from emodet.errors import AudioError, UsageError
+from emodet.core.errors import AudioError, UsageError
 
-from conftest import REPO, run_cli
+from conftest import REPO, cli
 
 
 @pytest.fixture
@@ -94,22 +94,22 @@ def test_bad_files_are_skipped_and_reported(corpus, tmp_path):
 
 
 def test_cli_exit_codes_and_report(corpus, tmp_path):
-    ok = run_cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
+    ok = cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
     assert ok.returncode == 0, ok.stderr
     assert "45 files, 45 computed, 0 already cached, 0 failed" in ok.stdout
     (corpus / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
-    bad = run_cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
+    bad = cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
     assert bad.returncode == 1
     assert "46 files, 0 computed, 45 already cached, 1 failed" in bad.stdout
     assert "bad.wav" in bad.stderr and "report.json" in bad.stderr
-    stop = run_cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c3", "--on-error", "raise")
+    stop = cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c3", "--on-error", "raise")
     assert stop.returncode == 1 and "bad.wav" in stop.stderr and "Traceback" not in stop.stderr
-    usage = run_cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c", "--param", "n_mfcc")
+    usage = cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c", "--param", "n_mfcc")
     assert usage.returncode == 2 and "expected key=value" in usage.stderr
 
 
 def test_cli_builds_speed_perturbed_caches_training_reads(corpus, tmp_path):
-    out = run_cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--speed", "0.9",
+    out = cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--speed", "0.9",
                   "--speed", "1.1", "--workers", "2", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("45 files, 45 computed") == 3 and "(speed 0.9)" in out.stdout and "(speed 1.1)" in out.stdout
@@ -120,7 +120,7 @@ def test_cli_builds_speed_perturbed_caches_training_reads(corpus, tmp_path):
         assert_cache_complete_and_valid(cache, corpus)
         rel = list_audio_files(corpus)[0]
         assert cache.get(corpus, rel).shape[1] != plain.get(corpus, rel).shape[1]  # tempo changed
-    bad = run_cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c", "--speed", "1")
+    bad = cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c", "--speed", "1")
     assert bad.returncode == 2 and "--speed: each factor must be a number in [0.5, 2] other than 1" in bad.stderr
     with pytest.raises(UsageError, match=r"speed: each factor must be a number in \[0.5, 2\]"):
         FeatureCache(tmp_path / "c", "mfcc", speed=3)
@@ -143,7 +143,7 @@ def test_workers_and_plugin_in_workers(corpus, tmp_path):
         "    n = len(wav) // hop\n"
         "    return (wav[: n * hop].reshape(n, hop) ** 2).mean(1, keepdims=True).T\n"
     )
-    res = run_cli("features", "--data-root", corpus, "--feature", "frame_energy", "--param", "hop=320",
+    res = cli("features", "--data-root", corpus, "--feature", "frame_energy", "--param", "hop=320",
                   "--cache-dir", tmp_path / "c", "--workers", "2", "--plugin", plugin, "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "45 computed" in res.stdout

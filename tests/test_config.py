@@ -1,7 +1,7 @@
 import pytest
 
-from emodet.config import check_data_root, default_config, load_config
-from emodet.errors import UsageError
+from emodet.config import Config, check_data_root, load_config
+from emodet.core.errors import UsageError
 
 from conftest import REPO
 
@@ -35,7 +35,7 @@ def test_wrong_types_and_values(tmp_path):
         load_config(tmp_path / "c.yaml")
     with pytest.raises(UsageError, match="training.amp must be true/false, got 1"):
         load_config(None, ["training.amp=1"])
-    with pytest.raises(UsageError, match="data.normalize must be one of none, global, speaker, got 'per_speaker'"):
+    with pytest.raises(UsageError, match="data.normalize must be one of none, global, corpus, speaker, got 'per_speaker'"):
         load_config(None, ["data.normalize=per_speaker"])
     with pytest.raises(UsageError, match="training.epochs must be at least 1"):
         load_config(None, ["training.epochs=0"])
@@ -44,7 +44,7 @@ def test_wrong_types_and_values(tmp_path):
     for bad in ("[1]", "[3]", "[0.9, x]", "[0.9, 0.9]", "0.9"):
         with pytest.raises(UsageError, match="training.augment.speed"):
             load_config(None, [f"training.augment.speed={bad}"])
-    assert load_config(None, ["training.augment.speed=[0.9, 1.1]"])["training"]["augment"]["speed"] == [0.9, 1.1]
+    assert load_config(None, ["training.augment.speed=[0.9, 1.1]"]).training.augment.speed == [0.9, 1.1]
     (tmp_path / "bad.yaml").write_text("training: [unclosed\n")
     with pytest.raises(UsageError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
@@ -55,9 +55,10 @@ def test_wrong_types_and_values(tmp_path):
 
 def test_overrides_and_defaults():
     cfg = load_config(None, ["training.epochs=3", "model.params={hidden: [8]}", "training.lr=2e-3"], data_root="/x")
-    assert cfg["training"]["epochs"] == 3 and cfg["model"]["params"] == {"hidden": [8]}
-    assert cfg["training"]["lr"] == 0.002 and cfg["data"]["root"] == "/x"
-    assert default_config()["training"]["early_stopping"]["metric"] == "uar"
+    assert cfg.training.epochs == 3 and cfg.model.params == {"hidden": [8]}
+    assert cfg.training.lr == 0.002 and cfg.data.root == "/x"
+    assert Config().training.early_stopping.metric == "uar"
+    assert Config.from_mapping(cfg.to_dict(), "round trip") == cfg  # what a run saves loads back the same
 
 
 def test_data_root_errors(tmp_path):
@@ -78,6 +79,15 @@ def test_yaml_is_loaded_safely(tmp_path):
 
 def test_set_inside_a_free_mapping_keeps_its_other_keys():
     cfg = load_config(REPO / "configs" / "fc_compare.yaml", ["model.params.hidden=[32]"])
-    assert cfg["model"]["params"] == {"pooling": "mean", "hidden": [32], "dropout": 0.5}
+    assert cfg.model.params == {"pooling": "mean", "hidden": [32], "dropout": 0.5}
     cfg = load_config(REPO / "configs" / "resnet_logmel.yaml", ["features.params.n_mels=40"])
-    assert cfg["features"]["params"] == {"n_mels": 40}
+    assert cfg.features.params == {"n_mels": 40}
+
+
+def test_config_differences_name_the_keys():
+    from emodet.config import config_differences
+
+    a = load_config(None, ["training.epochs=3"])
+    b = load_config(None, ["training.epochs=4", "data.normalize=global"])
+    assert config_differences(a, b) == ["data.normalize", "training.epochs"]
+    assert config_differences(a, a) == []

@@ -9,9 +9,9 @@ import soundfile as sf
 from emodet.data.corpora import detect_corpus, prepare_corpus
 from emodet.data.labels import load_label_map
 from emodet.data.manifest import read_manifest
-from emodet.errors import UsageError
+from emodet.core.errors import UsageError
 
-from conftest import EMODB, RAVDESS, run_cli
+from conftest import EMODB, RAVDESS, cli
 
 
 def _touch_audio(root: Path, rels, ext_cycle=(".wav",)):
@@ -85,15 +85,17 @@ def test_csv_source_label_map_and_subset(tmp_path):
         prepare_corpus("csv", tmp_path / "list.csv")
     cols = {"path": "file", "label": "emotion", "speaker": "actor"}
     res = prepare_corpus("csv", tmp_path / "list.csv", columns=cols)
-    assert {r["path"]: r["label"] for r in res.rows} == {"a/1.wav": "happy", "a/2.wav": "angry", "b/4.wav": "neutral"}
-    assert res.rows[0]["session"] == "s1"
+    # synonyms map onto the canonical labels; a user's own label ("contempt") is kept as it is
+    assert {r["path"]: r["label"] for r in res.rows} == {"a/1.wav": "happy", "a/2.wav": "angry", "b/3.wav": "contempt",
+                                                         "b/4.wav": "neutral"}
+    assert res.rows[0]["session"] == "s1" and res.own_labels == {"contempt"}
     reasons = {f["path"]: f["reason"] for f in res.failed}
-    assert "not a known emotion" in reasons["b/3.wav"] and reasons["missing.wav"] == "file not found"
+    assert reasons == {"missing.wav": "file not found"}
     (tmp_path / "map.yaml").write_text("contempt: disgust\nneutral: null\n")
     res = prepare_corpus("csv", tmp_path / "list.csv", columns=cols, label_map=load_label_map(tmp_path / "map.yaml"))
     assert sorted(r["label"] for r in res.rows) == ["angry", "disgust", "happy"] and res.dropped == 1
     res = prepare_corpus("csv", tmp_path / "list.csv", columns=cols, labels=["happy", "angry"])
-    assert len(res.rows) == 2 and res.excluded == 1
+    assert len(res.rows) == 2 and res.excluded == 2
     with pytest.raises(UsageError, match="no file has label 'surprised'"):
         prepare_corpus("csv", tmp_path / "list.csv", columns=cols, labels=["happy", "surprised"])
     (tmp_path / "map.csv").write_text("from,to\njoy,calm\n")
@@ -106,7 +108,8 @@ def test_unreadable_audio_is_listed(tmp_path):
     (tmp_path / "03a02Wb.wav").write_bytes(b"")
     res = prepare_corpus("emodb", tmp_path)
     assert len(res.rows) == 1 and sorted(f["path"] for f in res.failed) == ["03a01Wb.wav", "03a02Wb.wav"]
-    assert all("cannot read audio header" in f["reason"] for f in res.failed)
+    reasons = {f["path"]: f["reason"] for f in res.failed}
+    assert reasons["03a02Wb.wav"] == "zero-byte file" and reasons["03a01Wb.wav"].startswith("cannot decode audio")
 
 
 def test_auto_detection(tmp_path):
@@ -117,16 +120,16 @@ def test_auto_detection(tmp_path):
 
 
 def test_cli_prepare_writes_manifest_and_unparsed_list(tmp_path, synth_corpus):
-    out = run_cli("data", "prepare", "--corpus", "folder", "--root", synth_corpus, "--out", tmp_path / "m.csv",
+    out = cli("data", "prepare", "--corpus", "folder", "--root", synth_corpus, "--out", tmp_path / "m.csv",
                   "--val", "1", "--test", "1", "--folds", "3")
     assert out.returncode == 0, out.stderr
     rows = read_manifest(tmp_path / "m.csv")
     assert len(rows) == 45 and {r["split"] for r in rows} == {"train", "val", "test"}
     assert {r["fold"] for r in rows} == {"0", "1", "2"} and {r["loso_fold"] for r in rows} == {"0", "1", "2"}
     assert "train   1 speakers" in out.stdout
-    bad = run_cli("data", "prepare", "--corpus", "emodb", "--root", synth_corpus, "--out", tmp_path / "e.csv")
+    bad = cli("data", "prepare", "--corpus", "emodb", "--root", synth_corpus, "--out", tmp_path / "e.csv")
     assert bad.returncode == 2 and "no file parsed as corpus 'emodb'" in bad.stderr
-    few = run_cli("data", "prepare", "--corpus", "folder", "--root", synth_corpus, "--out", tmp_path / "f.csv",
+    few = cli("data", "prepare", "--corpus", "folder", "--root", synth_corpus, "--out", tmp_path / "f.csv",
                   "--val", "2", "--test", "1")
     assert few.returncode == 2 and "needs at least 4 speakers" in few.stderr and "the data has 3" in few.stderr
 
@@ -157,7 +160,7 @@ def test_cli_prepare_lists_unparsed_files_and_exits_1(tmp_path, synth_corpus):
     shutil.copytree(synth_corpus, root)
     (root / "neutral" / "spk01_broken.wav").write_bytes(b"RIFF....")
     (root / "stray.wav").write_bytes(b"")
-    out = run_cli("data", "prepare", "--corpus", "folder", "--root", root, "--out", tmp_path / "m.csv", "--val", "1",
+    out = cli("data", "prepare", "--corpus", "folder", "--root", root, "--out", tmp_path / "m.csv", "--val", "1",
                   "--test", "1")
     assert out.returncode == 1
     assert "2 file(s) not in the manifest" in out.stderr and "m.unparsed.csv" in out.stderr

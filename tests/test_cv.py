@@ -1,12 +1,13 @@
 import csv
+import dataclasses
 import json
 
 import pytest
 
-from emodet.cv import fold_manifest_rows
+from emodet.workflows.cv import fold_manifest_rows
 from emodet.data.corpora import prepare_corpus
 
-from conftest import REPO, run_cli
+from conftest import REPO, cli
 
 FAST = ["--set", "training.epochs=2", "--set", "model.preset=tiny", "--no-progress"]
 
@@ -21,7 +22,7 @@ def test_fold_rows_hold_out_speakers_and_draw_validation_from_the_rest(synth_cor
 
 def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_corpus):
     runs = tmp_path / "runs"
-    out = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
+    out = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                   "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
     assert out.returncode == 0, out.stderr
     summary = json.loads((runs / "cv" / "cv_summary.json").read_text())
@@ -38,12 +39,12 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
     pooled = list(csv.DictReader(open(runs / "cv" / "predictions_pooled.csv")))
     assert len(pooled) == 45 and len({r["path"] for r in pooled}) == 45
     # a rerun retrains nothing
-    again = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
+    again = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                     "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
     assert again.returncode == 0 and "parameters)" not in again.stdout
     assert json.loads((runs / "cv" / "cv_summary.json").read_text())["uar_mean"] == summary["uar_mean"]
     # a rerun with another recipe is refused, naming what differs, instead of mixing two recipes
-    other = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
+    other = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                     "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}",
                     *FAST, "--set", "training.lr=0.1", "--set", "model.params.dropout=0.1")
     assert other.returncode == 2, other.stderr
@@ -54,10 +55,10 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
     saved = json.loads((runs / "cv" / "cv_config.json").read_text())
     del saved["recipe"]["training"]["augment"]["speed"]
     (runs / "cv" / "cv_config.json").write_text(json.dumps(saved))
-    older = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
+    older = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                     "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
     assert older.returncode == 0 and "parameters)" not in older.stdout, older.stderr
-    sped = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
+    sped = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                    "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}",
                    *FAST, "--set", "training.augment.speed=[0.9, 1.1]")
     assert sped.returncode == 2 and "another recipe (training.augment differ)" in sped.stderr, sped.stderr
@@ -67,11 +68,11 @@ def test_fixed_epoch_recipe_trains_on_every_speaker_but_the_held_out_one(tmp_pat
     """data.split.val: 0 with a fixed number of epochs: no validation speaker is set aside in any fold."""
     runs, common = tmp_path / "runs", ["--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set",
                                        f"features.cache_dir={tmp_path / 'c'}", *FAST, "--set", "data.split.val=0"]
-    refused = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "sel",
+    refused = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "sel",
                       *common)  # fc_mfcc picks its best epoch on validation speakers
     assert refused.returncode == 2, refused.stderr
     assert "no validation speakers (data.split.val: 0)" in refused.stderr and "select: last" in refused.stderr
-    out = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "fixed",
+    out = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "fixed",
                   *common, "--set", "training.early_stopping.select=last", "--set", "training.early_stopping.patience=0")
     assert out.returncode == 0, out.stderr
     summary = json.loads((runs / "fixed" / "cv_summary.json").read_text())
@@ -87,7 +88,7 @@ def test_fixed_epoch_recipe_trains_on_every_speaker_but_the_held_out_one(tmp_pat
 
 
 def test_kfold_request_larger_than_speakers_is_refused(tmp_path, synth_corpus):
-    out = run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "5", "--run-name", "cv5",
+    out = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "5", "--run-name", "cv5",
                   "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", *FAST)
     assert out.returncode == 2 and "5 folds by speaker need at least 5 speakers; the data has 3" in out.stderr
 
@@ -96,25 +97,25 @@ def test_evaluate_and_ensemble_cli(tmp_path, synth_corpus):
     base = ["--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set", f"features.cache_dir={tmp_path / 'c'}",
             "--set", "data.split.val=1", "--set", "data.split.test=1", *FAST]
     for seed in (0, 1):
-        assert run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", f"m{seed}", *base,
+        assert cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", f"m{seed}", *base,
                        "--set", f"training.seed={seed}").returncode == 0
-    ev = run_cli("evaluate", tmp_path / "runs" / "m0")
+    ev = cli("evaluate", tmp_path / "runs" / "m0")
     assert ev.returncode == 0, ev.stderr
     result = json.loads((tmp_path / "runs" / "m0" / "eval_test.json").read_text())
     assert result["uar"] == json.loads((tmp_path / "runs" / "m0" / "metrics.json").read_text())["uar"]
     assert (tmp_path / "runs" / "m0" / "eval_test_confusion_matrix.png").is_file()
-    seen = run_cli("evaluate", tmp_path / "runs" / "m0", "--split", "train")
-    assert seen.returncode == 0 and "not speaker-independent" in seen.stdout
-    ens = run_cli("ensemble", tmp_path / "runs" / "m0", tmp_path / "runs" / "m1", "--out", tmp_path / "ens", "--evaluate")
+    seen = cli("evaluate", tmp_path / "runs" / "m0", "--split", "train")
+    assert seen.returncode == 0 and "not speaker-independent" in seen.stderr
+    ens = cli("ensemble", tmp_path / "runs" / "m0", tmp_path / "runs" / "m1", "--out", tmp_path / "ens", "--evaluate")
     assert ens.returncode == 0, ens.stderr
     assert "ensemble on test (15 recordings)" in ens.stdout
     spec = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert len(spec["runs"]) == 2 and spec["combine"] == "prob"
     # an ensemble directory is a distillation teacher
-    student = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "student", *base,
+    student = cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "student", *base,
                       "--teacher", tmp_path / "ens")
     assert student.returncode == 0, student.stderr
-    bad = run_cli("evaluate", tmp_path / "nothing")
+    bad = cli("evaluate", tmp_path / "nothing")
     assert bad.returncode == 2 and "is not a finished run directory" in bad.stderr
 
 
@@ -124,13 +125,14 @@ def test_distillation_fold_by_fold_from_a_teacher_on_other_features(tmp_path, sy
     import torch
 
     from emodet.config import load_config
-    from emodet.experiment import RecordingTeacher, load_teacher, prepare_data, resolve_teacher
+    from emodet.data.prepare import prepare_data
+    from emodet.training.teacher import BatchTeacher, RecordingTeacher, load_teacher, resolve_teacher
 
     runs = tmp_path / "runs"
     common = ["--folds", "loso", "--data-root", synth_corpus, "--runs-dir", runs,
               "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST]
-    assert run_cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "t", *common).returncode == 0
-    student = run_cli("cv", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s", *common,
+    assert cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "t", *common).returncode == 0
+    student = cli("cv", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s", *common,
                       "--set", f"training.distill.teacher={runs / 't'}", "--set", "training.distill.weight=0.9")
     assert student.returncode == 0, student.stderr
     for fold in range(3):
@@ -141,29 +143,34 @@ def test_distillation_fold_by_fold_from_a_teacher_on_other_features(tmp_path, sy
     data = prepare_data(cfg)
     train = [r for r in data.rows if r["split"] == "train"]
     test = {r["speaker"] for r in data.rows if r["split"] == "test"}
-    teacher = load_teacher(str(runs / "t"), "cpu", data, train, test, cfg)
+    def teacher_of(spec, normalizer):
+        with_teacher = dataclasses.replace(cfg, training=dataclasses.replace(
+            cfg.training, distill=dataclasses.replace(cfg.training.distill, teacher=str(spec))))
+        return load_teacher(with_teacher, data, train, test, normalizer)
+
+    teacher = teacher_of(runs / "t", {"mode": "speaker"})
     assert isinstance(teacher, RecordingTeacher) and teacher.logits.shape == (len(train), len(data.labels))
     # the same as evaluating the teacher's fold on those recordings through `emodet evaluate`
     manifest = tmp_path / "student_fold0.csv"
     manifest.write_text((runs / "s" / "fold_00" / "manifest.csv").read_text())
-    ev = run_cli("evaluate", runs / "t" / "fold_00", "--manifest", manifest, "--split", "train", "--data-root", synth_corpus)
+    ev = cli("evaluate", runs / "t" / "fold_00", "--manifest", manifest, "--split", "train", "--data-root", synth_corpus)
     assert ev.returncode == 0, ev.stderr
-    pred = list(csv.DictReader(open(next((runs / "t" / "fold_00").glob("eval_train*predictions*.csv")))))
+    pred = list(csv.DictReader(open(next((runs / "t" / "fold_00").glob("eval_student_fold0_train_predictions.csv")))))
     assert [r["path"] for r in pred] == [r["path"] for r in train]
     probs = torch.softmax(teacher.logits, 1)
     expected = torch.tensor([[float(r[f"p_{lab}"]) for lab in data.labels] for r in pred])
     assert torch.allclose(probs, expected, atol=1e-5)
     # a teacher on the student's features and normalisation runs on the student's batches; a different
     # normalisation makes it a per-recording teacher with its own inputs
-    same = load_teacher(str(runs / "s"), "cpu", data, train, test, cfg, {"mode": "speaker"})
-    assert callable(same) and not isinstance(same, RecordingTeacher)
-    other_norm = load_teacher(str(runs / "s"), "cpu", data, train, test, cfg, {"mode": "none"})
+    same = teacher_of(runs / "s", {"mode": "speaker"})
+    assert isinstance(same, BatchTeacher)
+    other_norm = teacher_of(runs / "s", {"mode": "none"})
     assert isinstance(other_norm, RecordingTeacher) and other_norm.logits.shape == (len(train), len(data.labels))
     # a teacher that saw the student's test speaker is refused
-    leaky = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "leaky", "--data-root",
+    leaky = cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "leaky", "--data-root",
                     synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST,
                     "--set", "data.split.val=1", "--set", "data.split.test=0")
     assert leaky.returncode == 0, leaky.stderr
-    refused = run_cli("cv", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s2", *common,
+    refused = cli("cv", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s2", *common,
                       "--set", f"training.distill.teacher={runs / 'leaky'}")
     assert refused.returncode == 2 and "was trained on test speaker(s)" in refused.stderr

@@ -5,10 +5,11 @@ from torch.utils.data import DataLoader
 
 from emodet.data.cache import FeatureCache
 from emodet.data.corpora import prepare_corpus
-from emodet.data.dataset import (FeatureDataset, Normalizer, chunk_collate, chunk_features, pad_collate,
+from emodet.data.normalize import Normalizer
+from emodet.data.dataset import (FeatureDataset, chunk_collate, chunk_features, pad_collate,
                                  pool_chunks)
 from emodet.data.splits import assign_splits
-from emodet.errors import UsageError
+from emodet.core.errors import UsageError
 
 LABELS = ["neutral", "happy", "sad", "angry", "fearful"]
 
@@ -75,15 +76,15 @@ def test_per_speaker_normalisation(manifest_rows, synth_corpus, cache):
     probe = FeatureDataset(manifest_rows, synth_corpus, cache, LABELS)
     index = {r["path"]: i for i, r in enumerate(manifest_rows)}
     norm = Normalizer.fit("speaker", manifest_rows, lambda r: probe.raw_features(index[r["path"]]))
-    assert set(norm.speakers) == {"spk01", "spk02", "spk03"}
+    assert set(norm.groups) == {"spk01", "spk02", "spk03"}
     ds = FeatureDataset(manifest_rows, synth_corpus, cache, LABELS, normalizer=norm)
-    for spk in norm.speakers:
+    for spk in norm.groups:
         frames = np.concatenate([ds[i][0].numpy() for i, r in enumerate(manifest_rows) if r["speaker"] == spk], 1)
         np.testing.assert_allclose(frames.mean(1), 0, atol=1e-3)
         np.testing.assert_allclose(frames.std(1), 1, atol=1e-3)
     with pytest.raises(UsageError, match="no statistics for speaker 'nobody'"):
-        norm(np.zeros((32, 3), np.float32), "nobody")
-    with pytest.raises(UsageError, match="valid values are none, global, speaker"):
+        norm(np.zeros((32, 3), np.float32), {"speaker": "nobody"})
+    with pytest.raises(UsageError, match="valid values are none, global, corpus, speaker"):
         Normalizer.fit("per-speaker", manifest_rows, lambda r: None)
 
 

@@ -48,8 +48,8 @@ def test_two_gloo_processes_reach_the_weights_of_one(tmp_path, synth_corpus):
 def _disagree(rank, world, port, results):
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "EMODET_DDP_DEVICE": "cpu"})
-    from emodet.distributed import Distributed
-    from emodet.errors import UsageError
+    from emodet.training.distributed import Distributed
+    from emodet.core.errors import UsageError
 
     d = Distributed()
     try:

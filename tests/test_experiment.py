@@ -4,14 +4,14 @@ import subprocess
 import sys
 
 
-from conftest import REPO, run_cli
+from conftest import REPO, cli
 
 FAST = ["--set", "training.epochs=2", "--set", "data.split.val=1", "--set", "data.split.test=1",
         "--set", "model.preset=tiny", "--no-progress"]
 
 
 def test_train_writes_a_complete_run_directory(tmp_path, synth_corpus):
-    out = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "r1",
+    out = cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "r1",
                   "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs",
                   "--set", f"features.cache_dir={tmp_path / 'cache'}", *FAST)
     assert out.returncode == 0, out.stderr
@@ -30,7 +30,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, synth_corpus):
     assert set(metrics["test"]["speakers"]) == test_speakers and len(test_speakers) == 1
     assert not test_speakers & {r["speaker"] for r in manifest if r["split"] != "test"}
     assert "test UAR" in out.stdout
-    again = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "r1",
+    again = cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "r1",
                     "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", *FAST)
     assert again.returncode == 2 and "already holds a run: pass --resume" in again.stderr
 
@@ -41,13 +41,13 @@ def test_original_entry_point_and_config_errors(tmp_path, synth_corpus):
                           "--runs-dir", str(tmp_path / "runs"), "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    placeholder = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x", "--runs-dir",
+    placeholder = cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x", "--runs-dir",
                           tmp_path / "runs")
     assert placeholder.returncode == 2
     assert "data.root is a placeholder ('DATA_ROOT_PLACEHOLDER'): pass --data-root DIR" in placeholder.stderr
     assert "Traceback" not in placeholder.stderr
     assert not (tmp_path / "runs" / "x").exists()  # nothing written for a failed start
-    typo = run_cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x", "--data-root",
+    typo = cli("train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "x", "--data-root",
                    synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "training.batchsize=4")
     assert typo.returncode == 2 and "did you mean 'training.batch_size'" in typo.stderr
 
@@ -55,35 +55,35 @@ def test_original_entry_point_and_config_errors(tmp_path, synth_corpus):
 def test_resume_continues_a_finished_or_cut_run(tmp_path, synth_corpus):
     args = ["train", "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "fc2", "--data-root", synth_corpus,
             "--runs-dir", tmp_path / "runs", "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST]
-    assert run_cli(*args).returncode == 0
+    assert cli(*args).returncode == 0
     first = json.loads((tmp_path / "runs" / "fc2" / "metrics.json").read_text())
     saved = tmp_path / "runs" / "fc2" / "config.yaml"  # a run started before a config key existed still resumes
     saved.write_text(saved.read_text().replace(", select: best", ""))
     assert "select" not in saved.read_text()
-    resumed = run_cli(*args, "--resume")
+    resumed = cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "runs" / "fc2" / "metrics.json").read_text())["uar"] == first["uar"]
-    changed = run_cli(*args[:-1], "--no-progress", "--set", "training.lr=0.5", "--resume")
+    changed = cli(*args[:-1], "--no-progress", "--set", "training.lr=0.5", "--resume")
     assert changed.returncode == 2 and "config differs" in changed.stderr
 
 
 def test_distillation_from_a_run_directory(tmp_path, synth_corpus):
     base = ["--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set", f"features.cache_dir={tmp_path / 'c'}"]
-    assert run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "teacher",
+    assert cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "teacher",
                    *base, *FAST).returncode == 0
-    out = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "student", *base, *FAST,
+    out = cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "student", *base, *FAST,
                   "--teacher", tmp_path / "runs" / "teacher", "--distill-weight", "0.7")
     assert out.returncode == 0, out.stderr
     cfg = (tmp_path / "runs" / "student" / "config.yaml").read_text()
     assert "weight: 0.7" in cfg and "teacher" in cfg
-    bad = run_cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s2", *base, *FAST,
+    bad = cli("train", "--config", REPO / "configs" / "resnet_logmel.yaml", "--run-name", "s2", *base, *FAST,
                   "--teacher", tmp_path / "nothing")
     assert bad.returncode == 2 and "is not a finished run directory" in bad.stderr
 
 
 def test_select_last_uses_the_final_weights(tmp_path, synth_corpus):
     from emodet.config import load_config
-    from emodet.experiment import run_experiment
+    from emodet.workflows.experiment import run_experiment
 
     cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
         f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=1", "data.split.test=1",
@@ -102,7 +102,8 @@ def test_speed_perturbation_adds_training_copies_only(tmp_path, synth_corpus):
     import numpy as np
 
     from emodet.config import load_config
-    from emodet.experiment import fit_normalizer, prepare_data, run_experiment
+    from emodet.data.prepare import fit_normalizer, prepare_data
+    from emodet.workflows.experiment import run_experiment
 
     cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
         f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=1", "data.split.test=1",
@@ -112,7 +113,7 @@ def test_speed_perturbation_adds_training_copies_only(tmp_path, synth_corpus):
     train = [r for r in data.rows if r["split"] == "train"]
     assert len(data.augmented) == 2 * len(train) and len(data.rows) == 45  # the rows themselves unchanged
     assert {r["path"] for r in data.augmented} == {r["path"] for r in train}
-    assert {r["speaker"] for r in data.augmented} == {f"{r['speaker']}@speed{f}" for r in train for f in ("0.9", "1.1")}
+    assert {(r["speaker"], r["speed"]) for r in data.augmented} == {(r["speaker"], f) for r in train for f in (0.9, 1.1)}
     for factor, cache in data.speed_caches.items():  # a folder of their own, training files only
         assert json.loads((cache.dir / "config.json").read_text())["speed"] == factor
         assert len(list(cache.dir.glob("*/*.npy"))) == len(train)
@@ -120,8 +121,9 @@ def test_speed_perturbation_adds_training_copies_only(tmp_path, synth_corpus):
     slow, plain = data.load({**row, "speed": 0.9}), data.load(row)
     assert slow.shape[1] > plain.shape[1]  # 10% slower: more frames
     normalizer = fit_normalizer(cfg, data)  # each (speaker, factor) its own statistics
-    assert set(normalizer.speakers) == {r["speaker"] for r in data.rows + data.augmented}
-    assert not np.allclose(normalizer.speakers[row["speaker"]][0], normalizer.speakers[row["speaker"] + "@speed0.9"][0])
+    assert set(normalizer.groups) == {r["speaker"] for r in data.rows} | {f"{r['speaker']}@speed{f}" for r in train
+                                                                          for f in ("0.9", "1.1")}
+    assert not np.allclose(normalizer.groups[row["speaker"]][0], normalizer.groups[row["speaker"] + "@speed0.9"][0])
     metrics = run_experiment(cfg, "sp", tmp_path / "runs", progress=False)
     assert metrics["speed_perturbed_copies"] == {"0.9": len(train), "1.1": len(train)}
     manifest = list(csv.DictReader(open(tmp_path / "runs" / "sp" / "manifest.csv")))

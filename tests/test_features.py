@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from emodet.errors import UnknownNameError, UsageError
+from emodet.core.errors import UnknownNameError, UsageError
 from emodet.features import (LogMel, build_logmel, build_mfcc, compute_feature, get_feature, get_feature_spec,
                              list_features, load_plugin, register_feature, resolve_params)
 from emodet.features import registry as reg
-from emodet.filters import dct_matrix, mel_filterbank
+from emodet.core.filters import dct_matrix, mel_filterbank
 
 from conftest import speechlike
 
@@ -115,7 +115,7 @@ def test_opensmile_functionals_or_clear_error():
 
 def test_functionals_trim_leading_and_trailing_silence():
     pytest.importorskip("opensmile")
-    from emodet.audio import trim_silence
+    from emodet.core.audio import trim_silence
 
     speech = speechlike()
     padded = np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(8000, np.float32)])
@@ -129,7 +129,7 @@ def test_functionals_trim_leading_and_trailing_silence():
 
 
 def test_missing_opensmile_names_the_extra(monkeypatch):
-    from emodet import smile
+    from emodet.core import smile
 
     smile._smile.cache_clear()
     monkeypatch.setitem(sys.modules, "opensmile", None)  # makes `import opensmile` raise ImportError

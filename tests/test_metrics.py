@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from emodet.ensemble import EnsembleModel
-from emodet.errors import UsageError
+from emodet.models.ensemble import EnsembleModel
+from emodet.core.errors import UsageError
 from emodet.evaluation.metrics import classification_metrics, confusion_matrix, uar
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from emodet.errors import UnknownNameError, UsageError
+from emodet.core.errors import UnknownNameError, UsageError
 from emodet.models import _MODEL_REGISTRY, build_model, count_parameters, list_models, register_model
 
 FAMILIES = ["fc", "cnn", "resnet", "lstm", "crnn"]
@@ -56,10 +56,15 @@ def test_fc_on_functionals():
     assert model(torch.randn(5, 88, 1)).shape == (5, 3)
 
 
-@pytest.mark.parametrize("name,extra", [("fc", {}), ("cnn", {}), ("cnn", {"pooling": "meanstd"}), ("resnet", {}), ("lstm", {}), ("crnn", {})])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name,extra", [("fc", {}), ("cnn", {}), pytest.param("cnn", {"pooling": "meanstd"}, marks=SLOW),
+                                        pytest.param("resnet", {}, marks=SLOW), pytest.param("lstm", {}, marks=SLOW),
+                                        pytest.param("crnn", {}, marks=SLOW)])
 def test_export_parity_in_onnxruntime(name, extra, tmp_path):
     pytest.importorskip("onnxruntime")
-    from emodet.export.onnx import export_classifier, onnx_logits
+    from emodet.export.graph import export_classifier, onnx_logits
 
     torch.manual_seed(2)
     model = build_model(name, 6, (40, 100), preset="tiny", **extra).eval()

@@ -6,10 +6,10 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emodet.audio import load_audio
+from emodet.core.audio import load_audio
 from emodet.config import load_config
 from emodet.data.manifest import read_manifest, write_manifest
-from emodet.errors import AudioError, EmodetError, UsageError
+from emodet.core.errors import AudioError, EmodetError, UsageError
 
 SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT"]
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -83,7 +83,7 @@ def test_config_parser_answers_with_a_config_or_a_usage_error(tmp_path, cfg):
     except UsageError as exc:
         assert "c.yaml" in str(exc) or "training." in str(exc) or "data." in str(exc)
     else:
-        assert set(out) == {"data", "features", "model", "training"}
+        assert set(out.to_dict()) == {"data", "features", "model", "training"}
 
 
 @FAST

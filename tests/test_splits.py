@@ -5,7 +5,7 @@ import pytest
 
 from emodet.data.manifest import check_speaker_independent, read_manifest, write_manifest
 from emodet.data.splits import assign_splits, loso_folds, speaker_folds, speaker_independent_split
-from emodet.errors import UsageError
+from emodet.core.errors import UsageError
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 

@@ -11,7 +11,7 @@ from emodet.data.dataset import pad_collate
 from emodet.data.manifest import write_manifest
 from emodet.data.splits import assign_splits
 from emodet.data.streaming import StreamingDataset
-from emodet.errors import AudioError
+from emodet.core.errors import AudioError
 
 LABELS = ["neutral", "happy", "sad", "angry", "fearful"]
 

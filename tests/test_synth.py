@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from emodet.data.synth import SYNTH_LABELS, generate_corpus, make_speakers, synthesize_utterance
-from emodet.errors import UsageError
+from emodet.core.errors import UsageError
 from emodet.features import compute_feature
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -9,10 +10,15 @@ from torch.utils.data import DataLoader
 from emodet.models import build_model
 from emodet.training import FocalLoss, TrainConfig, balanced_class_weights, distillation_loss, train_loop
 from emodet.training.checkpoint import load_checkpoint, save_checkpoint
-from emodet.training.loop import autocast_context
-from emodet.errors import UsageError
+from emodet.training.device import autocast_context
+from emodet.core.errors import UsageError
 
 LABELS = ["a", "b", "c"]
+
+
+def tc(**keys) -> TrainConfig:
+    """A training config from the keys a config file's training section has (nested sections as dicts)."""
+    return TrainConfig().merged(keys, "training", "test")
 
 
 class ToyData(torch.utils.data.Dataset):
@@ -78,7 +84,7 @@ def test_trains_and_writes_checkpoints(tmp_path):
     torch.manual_seed(0)
     model = build_model("fc", 3, (8, 20), hidden=(16,))
     train, val = loaders()
-    res = train_loop(model, train, val, TrainConfig(epochs=6, lr=0.01, patience=0, seed=0), LABELS, run_dir=tmp_path,
+    res = train_loop(model, train, val, tc(epochs=6, lr=0.01, early_stopping={"patience": 0}, seed=0), LABELS, run_dir=tmp_path,
                      progress=False)
     assert res.epochs_run == 6 and len(res.history) == 6
     assert res.history[-1]["val_uar"] > 0.8 and res.history[-1]["train_loss"] < res.history[0]["train_loss"]
@@ -92,15 +98,15 @@ def test_amp_on_cpu_runs_in_bfloat16(tmp_path):
     with autocast_context(torch.device("cpu"), True):
         assert model.net[0](torch.randn(2, 16)).dtype == torch.bfloat16
     train, val = loaders()
-    res = train_loop(model, train, val, TrainConfig(epochs=2, lr=0.01, amp=True, patience=0), LABELS, progress=False)
+    res = train_loop(model, train, val, tc(epochs=2, lr=0.01, amp=True, early_stopping={"patience": 0}), LABELS, progress=False)
     assert all(math.isfinite(r["train_loss"]) for r in res.history)
 
 
 def test_early_stopping_stops():
     model = build_model("fc", 3, (8, 20), hidden=(16,))
     train, val = loaders()
-    res = train_loop(model, train, val, TrainConfig(epochs=20, lr=1e-9, patience=2, scheduler="none",
-                                                    early_stopping_metric="loss", min_delta=0.1), LABELS, progress=False)
+    res = train_loop(model, train, val, tc(epochs=20, lr=1e-9, scheduler="none",
+                                           early_stopping={"patience": 2, "metric": "loss", "min_delta": 0.1}), LABELS, progress=False)
     assert res.stopped_early and res.epochs_run == 3 and res.best_epoch == 1
 
 
@@ -110,7 +116,7 @@ class Interrupt(Exception):
 
 @pytest.mark.parametrize("name,extra", [("fc", {}), ("resnet", {"specaugment": True, "mixup": 0.4})])
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch, name, extra):
-    cfg = TrainConfig(epochs=5, lr=0.01, patience=0, seed=3, scheduler="cosine", **extra)
+    cfg = tc(epochs=5, lr=0.01, early_stopping={"patience": 0}, seed=3, scheduler="cosine", augment=extra)
 
     def fresh():
         torch.manual_seed(123)
@@ -164,8 +170,8 @@ def test_distillation_pulls_student_toward_teacher():
         torch.manual_seed(7)
         student = build_model("fc", 3, (8, 20), hidden=(16,))
         before = kl_to_teacher(student)
-        train_loop(student, *loaders(), TrainConfig(epochs=8, lr=0.01, patience=0, distill_weight=weight,
-                                                    distill_temperature=2.0), LABELS, teacher=teacher_fn, progress=False)
+        train_loop(student, *loaders(), tc(epochs=8, lr=0.01, early_stopping={"patience": 0},
+                                           distill={"weight": weight, "temperature": 2.0}), LABELS, teacher=teacher_fn, progress=False)
         results[weight] = (before, kl_to_teacher(student))
     assert results[0.9][1] < results[0.9][0] * 0.7  # the distilled student moved toward the teacher
     assert results[0.9][1] < results[0.0][1] * 0.7  # much more than a student trained on labels alone
@@ -211,9 +217,9 @@ def test_lbfgs_reaches_the_logistic_regression_optimum_of_scikit_learn():
     train = DataLoader(data, batch_size=16, shuffle=True, collate_fn=pad_collate, generator=torch.Generator().manual_seed(0))
     model = build_model("fc", 3, (12, 1), hidden=[], dropout=0.0, pooling="mean")
     wd = 0.05
-    cfg = TrainConfig(epochs=6, lr=1.0, optimizer="lbfgs", scheduler="none", weight_decay=wd, patience=0,
-                      class_weights="balanced")
-    res = train_loop(model, train, None, cfg, LABELS, progress=False)
+    cfg = tc(epochs=6, lr=1.0, optimizer="lbfgs", scheduler="none", weight_decay=wd, early_stopping={"patience": 0},
+             loss={"class_weights": "balanced"})
+    res = train_loop(model, train, None, cfg, LABELS, targets=data.targets, progress=False)
     ref = LogisticRegression(C=1 / (wd * len(data)), class_weight="balanced", tol=1e-10, max_iter=10000)
     ref.fit(data.x, data.targets)
     with torch.no_grad():
@@ -223,21 +229,25 @@ def test_lbfgs_reaches_the_logistic_regression_optimum_of_scikit_learn():
 
 
 @pytest.mark.parametrize("change,key", [({"scheduler": "cosine"}, "training.scheduler"),
-                                        ({"mixup": 0.2}, "mixup"), ({"amp": True}, "training.amp")])
+                                        ({"augment": {"mixup": 0.2}}, "mixup"), ({"amp": True}, "training.amp"),
+                                        ({"targets": None}, "a dataset without targets")])
 def test_lbfgs_refuses_what_would_move_its_objective(change, key):
-    cfg = TrainConfig(**{"epochs": 1, "lr": 1.0, "optimizer": "lbfgs", "scheduler": "none", **change})
+    targets = change.pop("targets", ToyData().targets)
+    cfg = tc(**{"epochs": 1, "lr": 1.0, "optimizer": "lbfgs", "scheduler": "none", **change})
     with pytest.raises(UsageError, match=key):
-        train_loop(build_model("fc", 3, (8, 20), preset="tiny"), *loaders(), cfg, LABELS, progress=False)
+        train_loop(build_model("fc", 3, (8, 20), preset="tiny"), *loaders(), cfg, LABELS, targets=targets,
+                   progress=False)
 
 
 def test_lbfgs_resume_equals_uninterrupted_run(tmp_path):
-    cfg = TrainConfig(epochs=4, lr=1.0, optimizer="lbfgs", scheduler="none", patience=0, specaugment=True, seed=1)
+    cfg = tc(epochs=4, lr=1.0, optimizer="lbfgs", scheduler="none", early_stopping={"patience": 0},
+             augment={"specaugment": True}, seed=1)
 
     def run(name, epochs, resume=False):
         torch.manual_seed(5)
         model = build_model("fc", 3, (8, 20), preset="tiny")
-        res = train_loop(model, *loaders(), TrainConfig(**{**cfg.__dict__, "epochs": epochs}), LABELS,
-                         run_dir=tmp_path / name, resume=resume, progress=False)
+        res = train_loop(model, *loaders(), dataclasses.replace(cfg, epochs=epochs), LABELS,
+                         targets=ToyData().targets, run_dir=tmp_path / name, resume=resume, progress=False)
         return model, res
 
     full_model, full = run("full", 4)

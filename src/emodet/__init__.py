@@ -12,10 +12,10 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.1.0"
 
 _LAZY = {
-    "load_audio": ("emodet.audio", "load_audio"),
-    "AudioError": ("emodet.errors", "AudioError"),
-    "EmodetError": ("emodet.errors", "EmodetError"),
-    "UsageError": ("emodet.errors", "UsageError"),
+    "load_audio": ("emodet.core.audio", "load_audio"),
+    "AudioError": ("emodet.core.errors", "AudioError"),
+    "EmodetError": ("emodet.core.errors", "EmodetError"),
+    "UsageError": ("emodet.core.errors", "UsageError"),
     "register_feature": ("emodet.features", "register_feature"),
     "get_feature": ("emodet.features", "get_feature"),
     "list_features": ("emodet.features", "list_features"),
@@ -24,10 +24,15 @@ _LAZY = {
     "register_model": ("emodet.models", "register_model"),
     "list_models": ("emodet.models", "list_models"),
     "train_loop": ("emodet.training", "train_loop"),
-    "TrainConfig": ("emodet.training", "TrainConfig"),
+    "TrainConfig": ("emodet.config", "TrainConfig"),
+    "Config": ("emodet.config", "Config"),
     "load_config": ("emodet.config", "load_config"),
-    "run_experiment": ("emodet.experiment", "run_experiment"),
+    "run_experiment": ("emodet.workflows.experiment", "run_experiment"),
+    "run_cv": ("emodet.workflows.cv", "run_cv"),
+    "load_run": ("emodet.runs", "load_run"),
+    "load_predictor": ("emodet.runs", "load_predictor"),
     "EmotionPredictor": ("emodet.runtime", "EmotionPredictor"),
+    "FusedPredictor": ("emodet.runtime", "FusedPredictor"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,14 +1,18 @@
-"""Experiment configuration: four validated sections (data, features, model, training).
+"""Experiment configuration: one typed schema that validates and is what the code reads.
 
-YAML in (``yaml.safe_load``), defaults filled, every key checked: an unknown or misspelt
-key gets an error naming it and the closest valid key; a value of the wrong type names the
-key and the type it needs; a placeholder or missing data root says which key or flag sets it.
+Four sections (``data``, ``features``, ``model``, ``training``), each a dataclass whose fields
+carry their default, the types they take and, where the set is closed, their choices. YAML in
+(``yaml.safe_load``), defaults filled, every key checked: an unknown or misspelt key gets an
+error naming it and the closest valid key; a value of the wrong type names the key and the type
+it needs; a placeholder or missing data root says which key or flag sets it.
+
+    cfg = load_config("configs/cnn_logmel.yaml", ["training.epochs=3"], data_root="corpus/")
+    cfg.training.augment.mixup        # typed attribute access; cfg.to_dict() for YAML/JSON
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,165 +20,182 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
-
-
-@dataclass(frozen=True)
-class Field:
-    default: Any
-    types: tuple
-    choices: tuple | None = None
-
-
-def F(default, *types, choices=None) -> Field:
-    return Field(default, types or (type(default),), choices)
-
+from .core.audio import check_speed_factors
+from .core.errors import UsageError
+from .core.schema import Section, option, section
+from .core.text import parse_assignments
+from .data.corpora import CORPUS_NAMES
+from .data.normalize import NORMALIZE_MODES
 
 NUM = (int, float)
 OPT_STR = (str, type(None))
-SCHEMA = {
-    "data": {
-        "root": F(None, *OPT_STR),
-        "corpus": F("auto", str, choices=("auto", "emodb", "ravdess", "crema-d", "tess", "savee", "folder", "csv")),
-        "manifest": F(None, *OPT_STR),
-        "sample_rate": F(16000, int),
-        "labels": F(None, list, type(None)),
-        "label_map": F(None, *OPT_STR),
-        "speaker_pattern": F(None, *OPT_STR),
-        "split": {
-            "method": F("speaker", str, choices=("speaker", "manifest")),
-            "val": F(0.1, *NUM),
-            "test": F(0.2, *NUM),
-            "seed": F(0, int),
-        },
-        "max_seconds": F(3.0, *NUM, type(None)),
-        "normalize": F("none", str, choices=("none", "global", "speaker")),
-        "eval_chunk_seconds": F(None, *NUM, type(None)),
-        "num_workers": F(0, int),
-    },
-    "features": {
-        "type": F("logmel", str),
-        "params": F({}, dict),  # free-form: checked by the feature / model registry
-        "cache_dir": F("cache", str),
-        "plugins": F([], list),
-    },
-    "model": {
-        "name": F("resnet", str),
-        "preset": F("base", str),
-        "params": F({}, dict),  # free-form: checked by the feature / model registry
-    },
-    "training": {
-        "epochs": F(30, int),
-        "batch_size": F(32, int),
-        "lr": F(1e-3, *NUM),
-        "weight_decay": F(1e-4, *NUM),
-        "optimizer": F("adamw", str, choices=("adamw", "adam", "sgd", "lbfgs")),
-        "scheduler": F("cosine", str, choices=("none", "cosine", "onecycle", "plateau")),
-        "amp": F(False, bool),
-        "early_stopping": {
-            "metric": F("uar", str, choices=("uar", "wa", "macro_f1", "loss")),
-            "patience": F(10, int),
-            "min_delta": F(0.0, *NUM),
-            "select": F("best", str, choices=("best", "last")),
-        },
-        "loss": {
-            "type": F("ce", str, choices=("ce", "focal")),
-            "class_weights": F("none", str, choices=("none", "balanced")),
-            "gamma": F(2.0, *NUM),
-            "label_smoothing": F(0.0, *NUM),
-        },
-        "augment": {
-            "specaugment": F(False, bool),
-            "freq_masks": F(2, int),
-            "freq_width": F(8, int),
-            "time_masks": F(2, int),
-            "time_width": F(20, int),
-            "mixup": F(0.0, *NUM),
-            "speed": F([], list),  # speed-perturbation factors, e.g. [0.9, 1.1]: one extra training copy each
-        },
-        "distill": {
-            "teacher": F(None, *OPT_STR),
-            "weight": F(0.5, *NUM),
-            "temperature": F(2.0, *NUM),
-        },
-        "grad_clip": F(5.0, *NUM),
-        "seed": F(0, int),
-        "device": F("auto", str),
-    },
-}
-
 PLACEHOLDER_ROOTS = {"D:/DATA/EmotionDataset", "DATA_ROOT_PLACEHOLDER"}
 
 
-def _defaults(schema: dict) -> dict:
-    return {k: _defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
+# -- the schema ------------------------------------------------------------------------------
+@dataclass
+class SplitConfig(Section):
+    method: str = option("auto", str, choices=("auto", "speaker", "manifest"))  # auto: a manifest's own split, else by speaker
+    val: float = option(0.1, *NUM)
+    test: float = option(0.2, *NUM)
+    seed: int = option(0, int)
 
 
-def default_config() -> dict:
-    """A full config with every default."""
-    return _defaults(SCHEMA)
+@dataclass
+class DataConfig(Section):
+    root: str | None = option(None, *OPT_STR)
+    corpus: str = option("auto", str, choices=CORPUS_NAMES)
+    manifest: str | None = option(None, *OPT_STR)
+    sample_rate: int = option(16000, int)
+    labels: list | None = option(None, list, type(None))
+    label_map: str | None = option(None, *OPT_STR)
+    speaker_pattern: str | None = option(None, *OPT_STR)
+    split: SplitConfig = section(SplitConfig)
+    max_seconds: float | None = option(3.0, *NUM, type(None))
+    normalize: str = option("none", str, choices=NORMALIZE_MODES)
+    eval_chunk_seconds: float | None = option(None, *NUM, type(None))
+    num_workers: int = option(0, int)
 
 
-def _type_names(types: tuple) -> str:
-    if int in types and float in types:
-        types = tuple(t for t in types if t is not int)
-    names = {int: "integer", float: "number", str: "string", bool: "true/false", list: "list", dict: "mapping",
-             type(None): "null"}
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+@dataclass
+class FeaturesConfig(Section):
+    type: str = option("logmel", str)
+    params: dict = option({}, dict)  # free-form: checked by the feature registry
+    cache_dir: str = option("cache", str)
+    plugins: list = option([], list)
 
 
-def _merge(base: dict, override: dict, schema: dict, path: str, source: str) -> dict:
-    if not isinstance(override, dict):
-        raise UsageError(f"{source}: {path or 'the config'} must be a mapping of keys, got {type(override).__name__}")
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in schema:
-            close = difflib.get_close_matches(str(key), list(schema), n=1)
-            hint = f"; did you mean {(path + '.' if path else '') + close[0]!r}?" if close else ""
-            raise UsageError(f"{source}: unknown key {where!r}{hint} (valid keys{' in ' + path if path else ''}: "
-                             f"{', '.join(schema)})")
-        spec = schema[key]
-        if isinstance(spec, dict):
-            out[key] = _merge(base[key], value if value is not None else {}, spec, where, source)
-            continue
-        if isinstance(value, str) and float in spec.types:  # YAML 1.1 reads 2e-3 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) and bool not in spec.types:
-            raise UsageError(f"{source}: {where} must be {_type_names(spec.types)}, got {value!r}")
-        if not isinstance(value, spec.types):
-            if float in spec.types and isinstance(value, int):
-                pass
-            else:
-                raise UsageError(f"{source}: {where} must be {_type_names(spec.types)}, got {value!r} "
-                                 f"({type(value).__name__})")
-        if spec.choices and value not in spec.choices:
-            raise UsageError(f"{source}: {where} must be one of {', '.join(spec.choices)}, got {value!r}")
-        if isinstance(value, dict) and isinstance(out.get(key), dict):  # free-form mapping (model.params):
-            value = _merge_free(out[key], value)  # --set model.params.hidden=[32] keeps the other params
-        out[key] = copy.deepcopy(value)
+@dataclass
+class ModelConfig(Section):
+    name: str = option("resnet", str)
+    preset: str = option("base", str)
+    params: dict = option({}, dict)  # free-form: checked by the model registry
+
+
+@dataclass
+class EarlyStoppingConfig(Section):
+    metric: str = option("uar", str, choices=("uar", "wa", "macro_f1", "loss"))
+    patience: int = option(10, int)  # epochs without improvement before stopping; 0 disables
+    min_delta: float = option(0.0, *NUM)
+    select: str = option("best", str, choices=("best", "last"))  # last: a fixed number of epochs
+
+
+@dataclass
+class LossConfig(Section):
+    type: str = option("ce", str, choices=("ce", "focal"))
+    class_weights: str = option("none", str, choices=("none", "balanced"))
+    gamma: float = option(2.0, *NUM)
+    label_smoothing: float = option(0.0, *NUM)
+
+
+@dataclass
+class AugmentConfig(Section):
+    specaugment: bool = option(False, bool)
+    freq_masks: int = option(2, int)
+    freq_width: int = option(8, int)
+    time_masks: int = option(2, int)
+    time_width: int = option(20, int)
+    mixup: float = option(0.0, *NUM)  # Beta(alpha, alpha); 0 disables
+    speed: list = option([], list)  # speed-perturbation factors, e.g. [0.9, 1.1]: one extra training copy each
+
+
+@dataclass
+class DistillConfig(Section):
+    teacher: str | None = option(None, *OPT_STR)
+    weight: float = option(0.5, *NUM)
+    temperature: float = option(2.0, *NUM)
+
+
+@dataclass
+class TrainingConfig(Section):
+    """What ``train_loop`` reads (the ``training`` section of a config)."""
+
+    epochs: int = option(30, int)
+    batch_size: int = option(32, int)
+    lr: float = option(1e-3, *NUM)
+    weight_decay: float = option(1e-4, *NUM)
+    optimizer: str = option("adamw", str, choices=("adamw", "adam", "sgd", "lbfgs"))
+    scheduler: str = option("cosine", str, choices=("none", "cosine", "onecycle", "plateau"))
+    amp: bool = option(False, bool)
+    early_stopping: EarlyStoppingConfig = section(EarlyStoppingConfig)
+    loss: LossConfig = section(LossConfig)
+    augment: AugmentConfig = section(AugmentConfig)
+    distill: DistillConfig = section(DistillConfig)
+    grad_clip: float = option(5.0, *NUM)  # 0 disables
+    seed: int = option(0, int)
+    device: str = option("auto", str)
+
+
+@dataclass
+class Config(Section):
+    """A whole experiment config."""
+
+    data: DataConfig = section(DataConfig)
+    features: FeaturesConfig = section(FeaturesConfig)
+    model: ModelConfig = section(ModelConfig)
+    training: TrainingConfig = section(TrainingConfig)
+
+    @classmethod
+    def from_mapping(cls, mapping: Any, source: str) -> "Config":
+        """A full config from a mapping that may lack keys (a YAML file, or a config saved by an older
+        emodet): each missing key takes its default, each present one is checked (``source`` names it)."""
+        return cls().merged(mapping, "", source)
+
+    def with_overrides(self, items: list[str] | None, flag: str = "--set") -> "Config":
+        """``["training.epochs=3", ...]`` applied in order, each checked like a key in a file."""
+        cfg = self
+        for key, value in parse_assignments(items, flag, "training.epochs=3", "key.sub=value"):
+            nested: Any = value
+            for part in reversed(key.split(".")):
+                nested = {part: nested}
+            cfg = cfg.merged(nested, "", f"{flag} {key}")
+        return cfg
+
+    def plain(self) -> dict:
+        """The config as JSON-equal plain data (tuples as lists), for comparing and hashing."""
+        return json.loads(json.dumps(self.to_dict()))
+
+    def check(self) -> "Config":
+        """Checks beyond types: ranges and cross-key rules; returns the config."""
+        t, d = self.training, self.data
+        for key in ("epochs", "batch_size"):
+            if getattr(t, key) < 1:
+                raise UsageError(f"training.{key} must be at least 1, got {getattr(t, key)}")
+        if t.lr <= 0:
+            raise UsageError(f"training.lr must be positive, got {t.lr}")
+        if not 0 <= t.loss.label_smoothing < 1:
+            raise UsageError(f"training.loss.label_smoothing must be in [0, 1), got {t.loss.label_smoothing}")
+        if not 0 <= t.distill.weight <= 1:
+            raise UsageError(f"training.distill.weight must be in [0, 1], got {t.distill.weight}")
+        if t.distill.temperature <= 0:
+            raise UsageError(f"training.distill.temperature must be positive, got {t.distill.temperature}")
+        check_speed_factors(t.augment.speed, "training.augment.speed")
+        if d.max_seconds is not None and d.max_seconds <= 0:
+            raise UsageError(f"data.max_seconds must be positive or null, got {d.max_seconds}")
+        if d.labels is not None and (len(d.labels) < 2 or not all(isinstance(x, str) for x in d.labels)):
+            raise UsageError(f"data.labels must be a list of at least two label names, got {d.labels!r}")
+        return self
+
+
+TrainConfig = TrainingConfig  # the name train_loop's callers know
+
+
+def config_differences(a: "Config | dict", b: "Config | dict", keys_local: frozenset = frozenset()) -> list[str]:
+    """Dotted keys whose values differ between two configs (``keys_local``: ``section.key`` names to ignore)."""
+    a = a.plain() if isinstance(a, Config) else a
+    b = b.plain() if isinstance(b, Config) else b
+    out = []
+    for sec in sorted(set(a) | set(b)):
+        old, new = a.get(sec, {}), b.get(sec, {})
+        out += [f"{sec}.{k}" for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k) and f"{sec}.{k}" not in keys_local]
     return out
 
 
-def _merge_free(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge_free(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def with_defaults(partial: dict, source: str) -> dict:
-    """A full config from a mapping that may lack keys (a YAML file, or a config saved by an older emodet):
-    each missing key takes its default, each present one is checked as in a file (``source`` names it)."""
-    return _merge(default_config(), partial, SCHEMA, "", source)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, data_root: str | None = None) -> dict:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                data_root: str | None = None) -> Config:
     """Defaults, then the YAML file, then ``--set key.sub=value`` overrides, then ``--data-root``."""
-    cfg = default_config()
+    cfg = Config()
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -183,68 +204,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise UsageError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        cfg = with_defaults(loaded, str(path))
-    for item in overrides or ():
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: expected key.sub=value, e.g. --set training.epochs=3")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        nested: Any = value
-        for part in reversed(key.strip().split(".")):
-            nested = {part: nested}
-        cfg = _merge(cfg, nested, SCHEMA, "", f"--set {key.strip()}")
+        cfg = Config.from_mapping(loaded, str(path))
+    cfg = cfg.with_overrides(overrides)
     if data_root is not None:
-        cfg["data"]["root"] = data_root
-    check_values(cfg)
-    return cfg
+        cfg.data.root = data_root
+    return cfg.check()
 
 
-def check_values(cfg: dict) -> None:
-    """Checks beyond types: ranges and cross-key rules."""
-    t = cfg["training"]
-    for key in ("epochs", "batch_size"):
-        if t[key] < 1:
-            raise UsageError(f"training.{key} must be at least 1, got {t[key]}")
-    if t["lr"] <= 0:
-        raise UsageError(f"training.lr must be positive, got {t['lr']}")
-    if not 0 <= t["loss"]["label_smoothing"] < 1:
-        raise UsageError(f"training.loss.label_smoothing must be in [0, 1), got {t['loss']['label_smoothing']}")
-    if not 0 <= t["distill"]["weight"] <= 1:
-        raise UsageError(f"training.distill.weight must be in [0, 1], got {t['distill']['weight']}")
-    if t["distill"]["temperature"] <= 0:
-        raise UsageError(f"training.distill.temperature must be positive, got {t['distill']['temperature']}")
-    check_speed_factors(t["augment"]["speed"], "training.augment.speed")
-    d = cfg["data"]
-    if d["max_seconds"] is not None and d["max_seconds"] <= 0:
-        raise UsageError(f"data.max_seconds must be positive or null, got {d['max_seconds']}")
-    if d["labels"] is not None and (len(d["labels"]) < 2 or not all(isinstance(x, str) for x in d["labels"])):
-        raise UsageError(f"data.labels must be a list of at least two label names, got {d['labels']!r}")
-
-
-def check_speed_factors(speeds: list, source: str) -> None:
-    """Speed-perturbation factors: numbers in [0.5, 2], none equal to 1 or listed twice."""
-    from .audio import is_speed_factor  # the range speed_perturb takes, defined once beside it
-
-    for f in speeds:
-        if not is_speed_factor(f) or f == 1:
-            raise UsageError(f"{source}: each factor must be a number in [0.5, 2] other than 1 "
-                             f"(the recording itself is always kept), e.g. [0.9, 1.1]; got {f!r}")
-    if len(set(speeds)) != len(speeds):
-        raise UsageError(f"{source}: factor listed twice in {speeds}")
-
-
-def check_data_root(cfg: dict) -> Path | None:
+def check_data_root(cfg: Config) -> Path | None:
     """The data root as a Path; a placeholder or missing folder is an error saying how to set it."""
-    root = cfg["data"]["root"]
+    root = cfg.data.root
     if root is None:
-        if cfg["data"]["manifest"] is None:
+        if cfg.data.manifest is None:
             raise UsageError("no data: set data.root in the config or pass --data-root DIR "
                              "(or give data.manifest, a manifest CSV from `emodet data prepare`)")
         return None
-    if root in PLACEHOLDER_ROOTS or "PLACEHOLDER" in root.upper() or (re.match(r"^[A-Za-z]:[\\/]", root) and not Path(root).exists()):
+    if root in PLACEHOLDER_ROOTS or "PLACEHOLDER" in root.upper() or (re.match(r"^[A-Za-z]:[\\/]", root)
+                                                                         and not Path(root).exists()):
         raise UsageError(f"data.root is a placeholder ({root!r}): pass --data-root DIR or set data.root in the config "
                          "to the folder holding your corpus")
     path = Path(root).expanduser()
@@ -253,5 +229,5 @@ def check_data_root(cfg: dict) -> Path | None:
     return path
 
 
-def dump_config(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

@@ -8,9 +8,10 @@ Layout under ``cache_dir``::
         <aa>/<path hash>-<file hash>.npy
 
 ``path hash`` is the hash of the file's path relative to the data root; ``file hash`` is the
-hash of its size and modification time. Changing a parameter selects another folder (all
-recomputed); touching a file changes its entry name (only it recomputed, the old entry is
-removed). Entries appear by ``os.replace`` only, so a build killed at any moment leaves
+hash of its size, modification time and content (its first and last 64 KB), so two corpora
+with the same file names in one cache folder never share entries, and a moved corpus keeps its
+cache. Changing a parameter selects another folder (all recomputed); touching a file changes
+its entry name (only it recomputed, the old entry is removed). Entries appear by ``os.replace`` only, so a build killed at any moment leaves
 complete entries and temporary files, which the next build removes; two builds at once
 write the same bytes to the same names and never corrupt each other.
 """
@@ -21,9 +22,8 @@ import hashlib
 import json
 import os
 import time
-import zlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable
@@ -31,76 +31,26 @@ from typing import Iterable
 import numpy as np
 
 from .. import __version__
-from ..audio import DEFAULT_SAMPLE_RATE, is_audio_file
-from ..config import check_speed_factors
-from ..errors import AudioError, EmodetError, UsageError
+from ..core.audio import DEFAULT_SAMPLE_RATE, check_speed_factors
+from ..core.files import list_audio_files
+from ..core.progress import progress_bar
+from ..core.errors import AudioError, EmodetError, UsageError
 from ..features import compute_feature_from_file, get_feature_spec, load_plugins, resolve_params
-from ..io import atomic_save_npy, atomic_write_json, remove_stale_temp_files
+from ..core.io import atomic_save_npy, atomic_write_json, remove_stale_temp_files
+from .cache_report import BuildReport, in_shard, parse_shard
 
 
-def list_audio_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> list[str]:
-    """Audio files under ``root`` as sorted POSIX paths relative to it (hidden files and folders skipped)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"--data-root {root}: not a folder")
-    excluded = {Path(p).resolve() for p in exclude}
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (Path(dirpath, d).resolve() not in excluded))
-        for name in filenames:
-            if not name.startswith(".") and is_audio_file(name):
-                found.append(Path(dirpath, name).relative_to(root).as_posix())
-    return sorted(found)
-
-
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
-    if shard is None or isinstance(shard, tuple):
-        return shard
-    try:
-        i, n = (int(part) for part in str(shard).split("/"))
-    except ValueError:
-        raise UsageError(f"--shard {shard!r}: expected i/n, e.g. 0/4 for the first of four shards") from None
-    if not 0 <= i < n:
-        raise UsageError(f"--shard {shard!r}: need 0 <= i < n (shards are numbered from 0)")
-    return i, n
-
-
-def in_shard(relpath: str, shard: tuple[int, int] | None) -> bool:
-    """Whether ``relpath`` belongs to ``shard``; a stable hash, so adding files moves no others."""
-    if shard is None:
-        return True
-    return zlib.crc32(relpath.encode("utf-8")) % shard[1] == shard[0]
-
-
-@dataclass
-class BuildReport:
-    """Summary of one ``FeatureCache.build``; ``failed`` holds ``{"path", "error"}`` dicts."""
-
-    feature: str
-    params: dict
-    sample_rate: int
-    cache_dir: str
-    total: int = 0
-    computed: int = 0
-    cached: int = 0
-    failed: list = field(default_factory=list)
-    audio_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    shard: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    @property
-    def x_realtime(self) -> float:
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
-
-    def summary_line(self) -> str:
-        rt = f", {self.x_realtime:,.0f}x real time" if self.computed else ""
-        return (f"{self.feature}: {self.total} files, {self.computed} computed, {self.cached} already cached, "
-                f"{len(self.failed)} failed in {self.wall_seconds:.2f} s{rt} -> {self.cache_dir}")
+def file_signature(path: Path, sample: int = 65536) -> str:
+    """10 hex digits of the file's size, modification time and first and last ``sample`` bytes: cheap
+    (two small reads), and it tells apart two files of the same name, size and time with other audio."""
+    st = os.stat(path)
+    digest = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(sample))
+        if st.st_size > sample:
+            fh.seek(max(sample, st.st_size - sample))
+            digest.update(fh.read(sample))
+    return digest.hexdigest()[:10]
 
 
 class FeatureCache:
@@ -132,14 +82,14 @@ class FeatureCache:
         self.dir = self.root_dir / f"{self.feature}-{self.config_hash}"
 
     # -- entries -------------------------------------------------------------------------
-    def entry_path(self, relpath: str, st: os.stat_result) -> Path:
+    def entry_path(self, root: str | os.PathLike, relpath: str) -> Path:
+        """Where the features of ``root/relpath`` are stored (the file must exist)."""
         path_hash = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:20]
-        file_hash = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
-        return self.dir / path_hash[:2] / f"{path_hash}-{file_hash}.npy"
+        return self.dir / path_hash[:2] / f"{path_hash}-{file_signature(Path(root, relpath))}.npy"
 
     def get(self, root: str | os.PathLike, relpath: str) -> np.ndarray | None:
         """The cached features of ``root/relpath`` if a valid entry exists, else ``None``."""
-        entry = self.entry_path(relpath, os.stat(Path(root, relpath)))
+        entry = self.entry_path(root, relpath)
         try:
             return np.load(entry, mmap_mode="r" if self.mmap else None, allow_pickle=False)
         except FileNotFoundError:
@@ -147,8 +97,7 @@ class FeatureCache:
 
     def load(self, root: str | os.PathLike, relpath: str) -> np.ndarray:
         """Cached features of ``root/relpath``, computed and stored first when missing."""
-        st = os.stat(Path(root, relpath))
-        entry = self.entry_path(relpath, st)
+        entry = self.entry_path(root, relpath)
         try:
             return np.load(entry, mmap_mode="r" if self.mmap else None, allow_pickle=False)
         except FileNotFoundError:
@@ -199,7 +148,7 @@ class FeatureCache:
         todo = []
         for rel in files:
             try:
-                entry = self.entry_path(rel, os.stat(root / rel))
+                entry = self.entry_path(root, rel)
             except OSError as exc:
                 self._record_failure(report, rel, f"cannot read file ({exc.strerror or exc})", on_error)
                 continue
@@ -211,7 +160,7 @@ class FeatureCache:
             else:
                 todo.append((rel, str(entry)))
 
-        bar = _progress_bar(len(todo), self.feature, progress)
+        bar = progress_bar(len(todo), f"features {self.feature}", progress, unit="file")
         try:
             for rel, outcome in self._run(root, todo, workers, plugins):
                 bar.update(1)
@@ -297,13 +246,6 @@ class _single_thread:
         import torch
 
         torch.set_num_threads(self._threads)
-
-
-def _progress_bar(total: int, desc: str, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"features {desc}", unit="file", disable=(None if enabled is None else not enabled),
-                leave=False, mininterval=0.5)
 
 
 def _unlink_quietly(path: Path) -> None:

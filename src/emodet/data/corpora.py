@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-import soundfile as sf
-
-from ..errors import UsageError
-from .cache import list_audio_files
+from ..core.audio import audio_duration, extensions_text
+from ..core.errors import AudioError, UsageError
+from ..core.files import scan_folder
 from .labels import DROP, canonical_label
 
 EMODB_LETTERS = {"W": "angry", "L": "boredom", "E": "disgust", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}
@@ -69,6 +68,18 @@ def parse_tess(rel: str) -> dict:
     return {"label": emotion.lower(), "speaker": spk.upper(), "word": word.lower()}
 
 
+NEMO_EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprised")
+
+
+def parse_nemo(rel: str) -> dict:
+    m = re.fullmatch(r"([A-Z]{2}\d)_([a-z]+)_(\d+)", PurePosixPath(rel).stem)
+    if not m or m.group(2) not in NEMO_EMOTIONS:
+        raise ValueError("not an nEMO name like EB0_anger_12.flac (speaker, anger/fear/happiness/neutral/sadness/"
+                         "surprised, number)")
+    spk, emotion, number = m.groups()
+    return {"label": emotion, "speaker": spk, "number": number}
+
+
 def parse_savee(rel: str) -> dict:
     path = PurePosixPath(rel)
     m = re.fullmatch(r"(DC|JE|JK|KL)_(sa|su|a|d|f|h|n)(\d\d)", path.stem)
@@ -111,9 +122,13 @@ def make_folder_parser(speaker_pattern: str | None) -> Callable[[str], dict]:
 
 
 PARSERS: dict[str, Callable[[str], dict]] = {
-    "emodb": parse_emodb, "ravdess": parse_ravdess, "crema-d": parse_cremad, "tess": parse_tess, "savee": parse_savee,
+    "emodb": parse_emodb, "ravdess": parse_ravdess, "nemo": parse_nemo, "crema-d": parse_cremad, "tess": parse_tess,
+    "savee": parse_savee,
 }
-CORPUS_NAMES = ("emodb", "ravdess", "crema-d", "tess", "savee", "folder", "csv", "auto")
+CORPUS_NAMES = (*PARSERS, "folder", "csv", "auto")
+OWN_LABEL_CORPORA = ("folder", "csv")  # a user's own data: labels outside the canonical set are kept as they are
+# per-file metadata some corpora ship beside the audio: (file, separator, key column, columns kept)
+METADATA_FILES = {"nemo": ("data.tsv", "\t", "file_id", ("gender", "age", "raw_text"))}
 
 
 @dataclass
@@ -126,6 +141,8 @@ class PrepareResult:
     failed: list[dict] = field(default_factory=list)  # {"path", "reason"}: did not parse or unreadable
     dropped: int = 0  # mapped to nothing by --label-map
     excluded: int = 0  # labels not in --labels
+    own_labels: set = field(default_factory=set)  # labels outside the canonical set, kept as they are
+    ignored: dict = field(default_factory=dict)  # extension -> count of files that are not audio
 
 
 def detect_corpus(files: list[str]) -> str:
@@ -146,18 +163,24 @@ def detect_corpus(files: list[str]) -> str:
 
 def prepare_corpus(corpus: str, root: str | Path, label_map: dict | None = None, labels: list[str] | None = None,
                    speaker_pattern: str | None = None, columns: dict | None = None) -> PrepareResult:
-    """Parse the corpus under ``root`` (for ``csv``: ``root`` is the CSV file) into manifest rows."""
+    """Parse the corpus under ``root`` (for ``csv``: ``root`` is the CSV file) into manifest rows.
+
+    Labels map onto the canonical set (synonyms, ``label_map``); a user's own corpus (``folder``,
+    ``csv``) keeps labels outside it as they are (lower-cased), a named corpus knows all of its own.
+    """
     if corpus not in CORPUS_NAMES:
         raise UsageError(f"--corpus {corpus!r}: valid corpora are {', '.join(CORPUS_NAMES)}")
     root = Path(root)
+    ignored = {}
     if corpus == "csv":
         entries, base = _read_source_csv(root, columns or {})
     else:
         if not root.is_dir():
             raise UsageError(f"--root {root}: not a folder")
-        files = list_audio_files(root)
+        files, others = scan_folder(root)
+        ignored = dict(others)
         if not files:
-            raise UsageError(f"--root {root}: no audio files found (extensions read: wav, flac, ogg, mp3, ...)")
+            raise UsageError(f"--root {root}: no audio files found (extensions read: {extensions_text()})")
         if corpus == "auto":
             corpus = detect_corpus(files)
         parser = make_folder_parser(speaker_pattern) if corpus == "folder" else PARSERS[corpus]
@@ -167,12 +190,16 @@ def prepare_corpus(corpus: str, root: str | Path, label_map: dict | None = None,
                 entries.append((rel, parser(rel)))
             except ValueError as exc:
                 entries.append((rel, str(exc)))
-    result = PrepareResult(corpus, base)
+    result = PrepareResult(corpus, base, ignored=ignored)
+    metadata = _corpus_metadata(corpus, base)
     for rel, parsed in entries:
         if isinstance(parsed, str):
             result.failed.append({"path": rel, "reason": parsed})
             continue
         label = canonical_label(parsed["label"], label_map)
+        if label is None and corpus in OWN_LABEL_CORPORA and str(parsed["label"]).strip():
+            label = str(parsed["label"]).strip().lower()
+            result.own_labels.add(label)
         if label is None:
             result.failed.append({"path": rel, "reason": f"label {parsed['label']!r} is not a known emotion; "
                                   "map it with --label-map (canonical labels: neutral, calm, happy, sad, angry, "
@@ -185,23 +212,50 @@ def prepare_corpus(corpus: str, root: str | Path, label_map: dict | None = None,
             result.excluded += 1
             continue
         try:
-            duration = sf.info(str(_abs(base, rel))).duration
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file to report
-            result.failed.append({"path": rel, "reason": f"cannot read audio header ({_short(exc)})"})
+            duration = audio_duration(_abs(base, rel))
+        except AudioError as exc:
+            result.failed.append({"path": rel, "reason": str(exc).split(": ", 1)[-1]})
             continue
         if duration <= 0:
             result.failed.append({"path": rel, "reason": "audio holds no samples"})
             continue
         extras = {k: v for k, v in parsed.items() if k not in ("label", "speaker")}
+        extras.update(metadata.get(PurePosixPath(rel).name, {}))
         result.rows.append({"path": rel, "label": label, "speaker": str(parsed["speaker"]), "corpus": corpus,
                             "duration_s": round(duration, 4), "split": "", **extras})
     if labels is not None:
         found = {r["label"] for r in result.rows}
         missing = [lab for lab in labels if lab not in found]
         if missing:
-            raise UsageError(f"--labels: no file has label {missing[0]!r}; labels found: "
+            raise UsageError(f"--labels: no file has label {missing[0]!r} in {root}; labels found: "
                              f"{', '.join(sorted(found)) or '(none)'}")
     return result
+
+
+def merge_corpora(results: list[PrepareResult], out_dir: str | Path) -> list[dict]:
+    """One manifest's rows over several prepared corpora: paths relative to ``out_dir`` (the manifest's
+    folder, so the manifest needs no data root) and speakers prefixed with their corpus (``emodb:03``),
+    since two corpora may number their speakers alike."""
+    import os
+
+    names = [r.corpus for r in results]
+    if len(set(names)) != len(names):
+        raise UsageError(f"each corpus may be given once; got {', '.join(names)}")
+    rows = []
+    for result in results:
+        for row in result.rows:
+            path = Path(os.path.relpath(_abs(result.root, row["path"]).resolve(), Path(out_dir).resolve()))
+            rows.append({**row, "path": path.as_posix(), "speaker": f"{result.corpus}:{row['speaker']}"})
+    return rows
+
+
+def _corpus_metadata(corpus: str, root: Path) -> dict[str, dict]:
+    """``{file name: {column: value}}`` from the metadata file a corpus ships (nEMO's data.tsv), if present."""
+    if corpus not in METADATA_FILES or not (root / METADATA_FILES[corpus][0]).is_file():
+        return {}
+    name, sep, key, keep = METADATA_FILES[corpus]
+    with open(root / name, newline="", encoding="utf-8") as fh:
+        return {row[key]: {k: row.get(k, "") for k in keep} for row in csv.DictReader(fh, delimiter=sep)}
 
 
 def _abs(base: Path, rel: str) -> Path:

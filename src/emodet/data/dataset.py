@@ -8,20 +8,18 @@ batches them to ``(B, F, T_max)`` with the lengths.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UsageError
-from ..stats import frame_moments
+from ..core.audio import window_starts
+from ..core.errors import UsageError
 from .cache import FeatureCache
 from .manifest import resolve_path
+from .normalize import Normalizer
 
-NORMALIZE_MODES = ("none", "global", "speaker")
 
 
 def label_indices(rows: list[dict], labels: list[str], source: str = "manifest") -> list[int]:
@@ -34,61 +32,6 @@ def label_indices(rows: list[dict], labels: list[str], source: str = "manifest")
                              f"not one of data.labels: {', '.join(labels)}")
         out.append(index[row["label"]])
     return out
-
-
-@dataclass
-class Normalizer:
-    """Feature normalisation (z-score per feature dimension).
-
-    ``global``: one mean/std from the training split only. ``speaker``: one mean/std per
-    speaker from that speaker's own recordings (labels never used); a held-out speaker is
-    normalised with statistics of its own unlabelled test recordings, which reports state.
-    Per-speaker normalisation assumes each speaker shows several emotions.
-    """
-
-    mode: str = "none"
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-    speakers: dict = field(default_factory=dict)  # speaker -> (mean, std)
-
-    @classmethod
-    def fit(cls, mode: str, rows: list[dict], load: Callable[[dict], np.ndarray]) -> "Normalizer":
-        """Statistics for ``mode`` from ``rows`` (``global``: pass the training rows only)."""
-        if mode in (None, False, "none"):
-            return cls("none")
-        if mode not in NORMALIZE_MODES:
-            raise UsageError(f"data.normalize {mode!r}: valid values are {', '.join(NORMALIZE_MODES)}")
-        if mode == "global":
-            mean, std = frame_moments(load(r) for r in rows)
-            return cls("global", mean, std)
-        by_speaker: dict[str, list[dict]] = {}
-        for r in rows:
-            by_speaker.setdefault(r["speaker"], []).append(r)
-        stats = {spk: frame_moments(load(r) for r in spk_rows) for spk, spk_rows in by_speaker.items()}
-        return cls("speaker", speakers=stats)
-
-    def __call__(self, feats: np.ndarray, speaker: str | None = None) -> np.ndarray:
-        if self.mode == "none":
-            return feats
-        if self.mode == "global":
-            mean, std = self.mean, self.std
-        else:
-            if speaker not in self.speakers:
-                raise UsageError(f"per-speaker normalisation has no statistics for speaker {speaker!r}")
-            mean, std = self.speakers[speaker]
-        return (feats - mean[:, None]) / std[:, None]
-
-    def to_dict(self) -> dict:
-        out = {"mode": self.mode}
-        if self.mode == "global":
-            out.update(mean=self.mean.tolist(), std=self.std.tolist())
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
-        if d.get("mode") == "global":
-            return cls("global", np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
-        return cls(d.get("mode", "none"))
 
 
 def locate(row_path: str, root: str | Path | None, manifest_path: str | Path | None = None) -> tuple[Path, str]:
@@ -169,7 +112,7 @@ class FeatureDataset(Dataset):
         """Features of item ``i`` after normalisation, before cropping (kept in memory with ``preload``)."""
         if self._normalized is not None and self._normalized[i] is not None:
             return self._normalized[i]
-        feats = np.ascontiguousarray(self.normalizer(self.raw_features(i), self.rows[i]["speaker"]), dtype=np.float32)
+        feats = np.ascontiguousarray(self.normalizer(self.raw_features(i), self.rows[i]), dtype=np.float32)
         if self._normalized is not None:
             self._normalized[i] = feats
             self._memory[i] = None  # the raw copy is no longer needed
@@ -207,10 +150,7 @@ def pad_collate(batch):
 
 def chunk_features(x: torch.Tensor, chunk_frames: int, hop_frames: int | None = None):
     """Cut ``(F, T)`` into windows ``(n, F, chunk_frames)`` (the last one zero-padded) with their lengths."""
-    hop = hop_frames or chunk_frames
-    n_frames = x.shape[1]
-    starts = list(range(0, max(1, n_frames - chunk_frames + hop), hop)) or [0]
-    starts = [s for s in starts if s < n_frames] or [0]
+    starts = window_starts(x.shape[1], chunk_frames, hop_frames or chunk_frames)
     out = x.new_zeros((len(starts), x.shape[0], chunk_frames))
     lengths = []
     for k, s in enumerate(starts):

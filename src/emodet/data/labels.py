@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 CANONICAL_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom")
 

@@ -11,8 +11,8 @@ import csv
 import os
 from pathlib import Path
 
-from ..errors import UsageError
-from ..io import atomic_write_csv
+from ..core.errors import UsageError
+from ..core.io import atomic_write_csv
 
 CORE_COLUMNS = ["path", "label", "speaker", "corpus", "duration_s", "split"]
 FOLD_COLUMNS = ["fold", "loso_fold"]
@@ -27,8 +27,9 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
     atomic_write_csv(path, rows, CORE_COLUMNS + present + extra)
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Rows of a manifest as dicts of strings; checks the required columns and the split column."""
+def read_manifest(path: str | os.PathLike, check_split: bool = True) -> list[dict]:
+    """Rows of a manifest as dicts of strings; checks the required columns and (``check_split``) that the
+    split column is valid and speaker-independent."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"manifest {path}: file not found")
@@ -48,10 +49,16 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
             if not (row.get(col) or "").strip():
                 raise UsageError(f"manifest {path}, line {i}: empty {col!r}")
         split = (row.get("split") or "").strip()
-        if split and split not in SPLITS:
+        if check_split and split and split not in SPLITS:
             raise UsageError(f"manifest {path}, line {i}: split {split!r} is not one of {', '.join(SPLITS)}")
-    check_speaker_independent(rows, source=str(path))
+    if check_split:
+        check_speaker_independent(rows, source=str(path))
     return rows
+
+
+def read_manifest_unsplit(path: str | os.PathLike) -> list[dict]:
+    """A manifest read to be re-split: its old split column may be anything."""
+    return read_manifest(path, check_split=False)
 
 
 def check_speaker_independent(rows: list[dict], source: str = "manifest") -> None:

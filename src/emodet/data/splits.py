@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 
 def _speaker_label_matrix(rows: list[dict]) -> tuple[list[str], list[str], np.ndarray]:
@@ -123,6 +123,23 @@ def speaker_folds(rows: list[dict], k: int, seed: int = 0) -> dict[str, int]:
 def loso_folds(rows: list[dict]) -> dict[str, int]:
     """Leave one speaker out: fold ``i`` holds out the ``i``-th speaker in sorted order."""
     return {spk: i for i, spk in enumerate(sorted({r["speaker"] for r in rows}))}
+
+
+def corpus_folds(rows: list[dict]) -> dict[str, int]:
+    """Leave one corpus out: fold ``i`` holds out every speaker of the ``i``-th corpus in sorted order
+    (a manifest's ``corpus`` column); a speaker found in two corpora is refused."""
+    corpus_of: dict[str, str] = {}
+    for r in rows:
+        corpus = r.get("corpus") or ""
+        if corpus_of.setdefault(r["speaker"], corpus) != corpus:
+            raise UsageError(f"speaker {r['speaker']!r} is in corpora {corpus_of[r['speaker']]!r} and {corpus!r}; "
+                             "leave-one-corpus-out needs each speaker in one corpus (prefix speakers with their corpus)")
+    corpora = sorted(set(corpus_of.values()))
+    if len(corpora) < 2:
+        raise UsageError(f"leave-one-corpus-out needs a manifest of at least 2 corpora (its corpus column); this one "
+                         f"has {len(corpora)} ({', '.join(corpora) or 'none'}): make one with emodet data prepare "
+                         "--corpus A --root DIR_A --corpus B --root DIR_B ...")
+    return {spk: corpora.index(c) for spk, c in corpus_of.items()}
 
 
 def assign_splits(rows: list[dict], val: float = 0.1, test: float = 0.2, folds: int | None = 5,

@@ -13,7 +13,6 @@ and ``<key>.json`` holding at least ``{"label": ..., "speaker": ...}``.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
@@ -22,15 +21,15 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..audio import is_audio_file, resample, to_mono
-from ..errors import AudioError, EmodetError, UsageError
+from ..core.audio import decode_audio_bytes, is_audio_file
+from ..core.errors import AudioError, EmodetError, UsageError
 from ..features import compute_feature, compute_feature_from_file, get_feature_spec, resolve_params
 from .cache import FeatureCache
-from .dataset import Normalizer, locate
+from .dataset import locate
+from .normalize import Normalizer
 
 
 def _distributed_rank_world() -> tuple[int, int]:
@@ -123,15 +122,7 @@ class StreamingDataset(IterableDataset):
             if self.cache is not None:
                 return np.asarray(self.cache.load(base, rel))
             return compute_feature_from_file(self.feature, base / rel, self.sr, self.params)[0]
-        else:
-            try:
-                samples, file_sr = sf.read(io.BytesIO(audio), dtype="float32")
-            except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
-                raise AudioError(f"{key}: cannot decode audio ({exc})") from None
-            rate = int(file_sr) if get_feature_spec(self.feature).native_rate else self.sr
-            wav = resample(np.ascontiguousarray(to_mono(samples)), int(file_sr), rate)
-            if wav.size == 0 or not np.isfinite(wav).all():
-                raise AudioError(f"{key}: audio is empty or holds NaN/infinite samples")
+        wav, rate = decode_audio_bytes(audio, key, None if get_feature_spec(self.feature).native_rate else self.sr)
         return compute_feature(self.feature, wav, rate, self.params)
 
     def _items(self, gid: int, total: int) -> Iterator:
@@ -151,7 +142,7 @@ class StreamingDataset(IterableDataset):
             except EmodetError as exc:
                 self._skip(key, str(exc))
                 continue
-            feats = self.normalizer(feats, meta.get("speaker"))
+            feats = self.normalizer(feats, meta)
             yield key, feats, label
 
     def __iter__(self):

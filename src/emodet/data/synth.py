@@ -20,8 +20,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
-from ..errors import UsageError
-from ..io import atomic_open, atomic_write_csv
+from ..core.errors import UsageError
+from ..core.io import atomic_open, atomic_write_csv
 
 SYNTH_LABELS = ("neutral", "happy", "sad", "angry", "fearful")
 

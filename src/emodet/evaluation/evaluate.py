@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.cache import FeatureCache
-from ..data.dataset import FeatureDataset, Normalizer, locate, pad_collate
-from ..errors import UsageError
-from ..io import atomic_write_csv, atomic_write_json
+from ..core.errors import UsageError
+from ..core.io import atomic_write_csv, atomic_write_json
 from .metrics import classification_metrics
-from .report import plot_confusion
-
-
-def predict_rows(model: torch.nn.Module, rows: list[dict], root, manifest_path, labels: list[str],
-                 cache: FeatureCache, normalizer: dict, batch_size: int = 32) -> torch.Tensor:
-    """Logits ``(N, C)`` of ``model`` for manifest ``rows`` (whole recordings, cached features).
-
-    ``normalizer``: the run's saved normalisation (``{"mode": ...}``); ``speaker`` mode takes
-    each speaker's statistics from the given rows of that speaker (their own recordings).
-    """
-    from torch.utils.data import DataLoader
-
-    from ..training.loop import predict_logits
-
-    for i, r in enumerate(rows):
-        base, rel = locate(r["path"], root, manifest_path)
-        if not (base / rel).is_file():
-            raise UsageError(f"{manifest_path or 'manifest'}, row {i + 1}: file not found: {base / rel}")
-    mode = normalizer.get("mode", "none")
-    if mode == "speaker":
-        norm = Normalizer.fit("speaker", rows, lambda r: cache.load(*locate(r["path"], root, manifest_path)))
-    else:
-        norm = Normalizer.from_dict(normalizer)
-    ds = FeatureDataset(rows, root, cache, labels, normalizer=norm, manifest_path=manifest_path)
-    device = next(model.parameters()).device
-    logits, _ = predict_logits(model, DataLoader(ds, batch_size=batch_size, collate_fn=pad_collate), device)
-    return logits
+from .predict import predict_rows
+from .plots import plot_confusion
 
 
 def write_predictions(path: Path, rows: list[dict], logits: torch.Tensor, labels: list[str]) -> None:
@@ -61,54 +36,65 @@ def metrics_for(rows: list[dict], logits: torch.Tensor, labels: list[str]) -> di
 
 
 def evaluate_directory(run_dir: str | Path, manifest: str | Path | None = None, split: str = "test",
-                       data_root: str | Path | None = None, out_prefix: str | None = None,
+                       data_root: str | Path | None = None, out: str | Path | None = None,
                        refuse_seen_speakers: bool = False) -> dict:
     """Evaluate a run or ensemble directory on ``split`` of a manifest (default: the run's own).
 
-    Speakers the model saw in training are named in the result (``seen_speakers``) and a
-    warning is printed: such figures are not speaker-independent. ``refuse_seen_speakers``
-    makes that an error instead.
+    Writes ``eval_<split>.json`` (the run's own manifest) or ``eval_<manifest name>_<split>.json``
+    (another one), with its predictions CSV and confusion PNG, into the run directory, or to ``out``
+    (a ``.json`` path; the CSV and PNG beside it). Speakers the model saw in training are named in the
+    result (``seen_speakers``) with a warning: such figures are not speaker-independent;
+    ``refuse_seen_speakers`` makes that an error instead.
     """
     from ..data.manifest import read_manifest
-    from ..ensemble import load_predictor, predictor_info, training_speakers
+    from ..runs import load_predictor, load_run, training_speakers
 
     run_dir = Path(run_dir)
-    info = predictor_info(run_dir)
-    manifest_path = Path(manifest) if manifest else info["manifest"]
+    info = load_run(run_dir)
+    manifest_path = Path(manifest) if manifest else info.manifest
     if manifest and not manifest_path.is_file():
         raise UsageError(f"--manifest {manifest_path}: file not found")
-    if manifest_path is None or not Path(manifest_path).is_file():
+    if not manifest_path.is_file():
         raise UsageError(f"{run_dir}: no manifest to evaluate on; pass --manifest M")
     rows = read_manifest(manifest_path)
-    root = Path(data_root) if data_root else (info["data_root"] if not manifest else None)
-    labels = info["labels"]
+    root = Path(data_root) if data_root else (info.data_root if not manifest else None)
     if split != "all":
         if not any(r.get("split") for r in rows):
             raise UsageError(f"manifest {manifest_path} has no split column; pass --split all or write one with "
                              "`emodet data split`")
         rows = [r for r in rows if r.get("split") == split]
     if not rows:
-        raise UsageError(f"manifest {manifest_path}: no rows in split {split!r}")
-    unknown = sorted({r["label"] for r in rows} - set(labels))
+        raise UsageError(f"manifest {manifest_path}: no rows in split {split!r}"
+                         + (" (this run trained on every speaker: it has no test split; evaluate it on another "
+                            "manifest with --manifest M)" if split == "test" and not manifest else ""))
+    unknown = sorted({r["label"] for r in rows} - set(info.labels))
     if unknown:
         raise UsageError(f"manifest {manifest_path}: label {unknown[0]!r} is not one the model knows "
-                         f"({', '.join(labels)})")
+                         f"({', '.join(info.labels)})")
     seen = sorted({r["speaker"] for r in rows} & training_speakers(run_dir))
     if seen and refuse_seen_speakers:
         raise UsageError(f"{run_dir}: evaluation speakers {', '.join(seen)} were seen in training by the model "
                          "(or a member of the ensemble); speaker-independent evaluation needs members trained on "
                          "the same split")
     if seen:
-        print(f"warning: speakers {', '.join(seen)} were seen in training: these figures are not speaker-independent")
+        warnings.warn(f"speakers {', '.join(seen)} were seen in training: these figures are not speaker-independent",
+                      SeenSpeakersWarning, stacklevel=2)
     model = load_predictor(run_dir)
-    cache = FeatureCache(info["cache_dir"], info["feature"], info["feature_params"], sr=info["sample_rate"])
-    logits = predict_rows(model, rows, root, manifest_path, labels, cache, info["normalizer"])
-    metrics = metrics_for(rows, logits, labels)
-    metrics.update({"split": split, "manifest": str(manifest_path), "normalize": info["normalizer"].get("mode"),
+    cache = FeatureCache(info.cache_dir, info.feature, info.feature_params, sr=info.sample_rate)
+    logits = predict_rows(model, rows, root, manifest_path, info.labels, cache, info.normalizer)
+    metrics = metrics_for(rows, logits, info.labels)
+    metrics.update({"split": split, "manifest": str(manifest_path), "normalize": info.normalize,
                     "seen_speakers": seen})
-    prefix = out_prefix or f"eval_{split}"
-    atomic_write_json(run_dir / f"{prefix}.json", metrics)
-    write_predictions(run_dir / f"{prefix}_predictions.csv", rows, logits, labels)
-    plot_confusion(metrics["confusion_matrix"], labels, run_dir / f"{prefix}_confusion_matrix.png",
-                   f"{run_dir.name} on {split}: UAR {metrics['uar']:.3f}")
+    json_path = Path(out) if out else run_dir / (f"eval_{split}.json" if not manifest
+                                                  else f"eval_{Path(manifest).stem}_{split}.json")
+    stem = json_path.with_suffix("")
+    atomic_write_json(json_path, metrics)
+    write_predictions(stem.with_name(stem.name + "_predictions.csv"), rows, logits, info.labels)
+    plot_confusion(metrics["confusion_matrix"], info.labels, stem.with_name(stem.name + "_confusion_matrix.png"),
+                   f"{run_dir.name} on {Path(manifest_path).name} ({split}): UAR {metrics['uar']:.3f}")
+    metrics["written"] = str(json_path)
     return metrics
+
+
+class SeenSpeakersWarning(UserWarning):
+    """Evaluation on speakers a model saw in training: the figures are not speaker-independent."""

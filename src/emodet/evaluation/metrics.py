@@ -53,3 +53,13 @@ def uar(targets, predictions, n_classes: int | None = None) -> float:
     """Unweighted average recall (balanced accuracy) over classes present in ``targets``."""
     n = n_classes or int(max(np.max(targets), np.max(predictions)) + 1)
     return metrics_from_confusion(confusion_matrix(targets, predictions, n))["uar"]
+
+
+def per_group_uar(predictions: list[dict], labels: list[str], key: str = "speaker") -> dict[str, float]:
+    """UAR of each group (``key`` of prediction rows with ``label`` and ``predicted``), groups sorted."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    groups: dict[str, list[dict]] = {}
+    for r in predictions:
+        groups.setdefault(r[key], []).append(r)
+    return {g: classification_metrics([index[r["label"]] for r in rows], [index[r["predicted"]] for r in rows],
+                                      labels)["uar"] for g, rows in sorted(groups.items())}

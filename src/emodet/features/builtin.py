@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import torch
 
-from ..errors import UsageError
-from ..smile import FUNCTIONAL_DEFAULTS, check_functional_params, functionals
+from ..core.errors import UsageError
+from ..core.smile import FUNCTIONAL_DEFAULTS, FUNCTIONAL_SETS, check_functional_params, functionals
 from .registry import register_feature
 from .spectral import LOGMEL_DEFAULTS, MFCC_DEFAULTS, build_logmel, build_mfcc, resolve_frame_params
 
@@ -63,20 +63,15 @@ def chroma(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
 
 # openSMILE's functionals run at each file's own rate: resampling 22.05 or 48 kHz audio to 16 kHz
 # would throw away the 8-11 kHz band that ComParE's spectral descriptors use. Parameter: trim_db
-# (leading/trailing silence dropped first; see emodet.smile).
-@register_feature("egemaps", defaults=FUNCTIONAL_DEFAULTS, native_rate=True, check_params=check_functional_params,
-                  description="openSMILE eGeMAPSv02 functionals (88 x 1) at the file's own rate; needs emodet[opensmile]")
-def egemaps(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
-    return functionals("egemaps", wav, sr, params["trim_db"])
+# (leading/trailing silence dropped first; see emodet.core.smile).
+def _register_functionals(name: str, size: str) -> None:
+    def fn(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
+        return functionals(name, wav, sr, params["trim_db"])
+
+    register_feature(name, defaults=FUNCTIONAL_DEFAULTS, native_rate=True, check_params=check_functional_params,
+                     description=f"openSMILE {FUNCTIONAL_SETS[name]} functionals ({size}) at the file's own rate; "
+                                 "needs emodet[opensmile]")(fn)
 
 
-@register_feature("compare", defaults=FUNCTIONAL_DEFAULTS, native_rate=True, check_params=check_functional_params,
-                  description="openSMILE ComParE_2016 functionals (6373 x 1) at the file's own rate; needs emodet[opensmile]")
-def compare(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
-    return functionals("compare", wav, sr, params["trim_db"])
-
-
-@register_feature("emobase", defaults=FUNCTIONAL_DEFAULTS, native_rate=True, check_params=check_functional_params,
-                  description="openSMILE emobase functionals (988 x 1) at the file's own rate; needs emodet[opensmile]")
-def emobase(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
-    return functionals("emobase", wav, sr, params["trim_db"])
+for _name, _size in (("egemaps", "88 x 1"), ("compare", "6373 x 1"), ("emobase", "988 x 1")):
+    _register_functionals(_name, _size)

@@ -8,7 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 _LOADED: dict[str, object] = {}
 

@@ -6,13 +6,13 @@ returning ``(features, frames)`` float32 (a 1-D vector of functionals is taken a
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import UnknownNameError, UsageError
+from ..core.errors import UnknownNameError, UsageError
+from ..core.text import did_you_mean
 
 FeatureFn = Callable[[np.ndarray, int, dict], np.ndarray]
 
@@ -120,7 +120,7 @@ def resolve_params(name: str, params: dict | None) -> dict:
     if unknown:
         key = unknown[0]
         raise UsageError(
-            f"feature {spec.name!r} has no parameter {key!r}{_did_you_mean(key, spec.defaults)}; "
+            f"feature {spec.name!r} has no parameter {key!r}{did_you_mean(key, spec.defaults)}; "
             f"valid parameters: {', '.join(sorted(spec.defaults))}"
         )
     resolved = {**spec.defaults, **params}
@@ -142,7 +142,7 @@ def compute_feature_from_file(name: str, path, sr: int, params: dict | None = No
     """Read ``path`` (at ``sr``, or at its own rate for a ``native_rate`` feature) and compute feature
     ``name``; returns ``(features, seconds of audio)``. ``speed``: of the recording played that many times
     as fast (``emodet.audio.speed_perturb``, an augmentation). Audio problems raise ``AudioError``."""
-    from ..audio import load_audio_with_rate, speed_perturb
+    from ..core.audio import load_audio_with_rate, speed_perturb
 
     wav, rate = load_audio_with_rate(path, None if get_feature_spec(name).native_rate else sr)
     seconds = len(wav) / rate
@@ -167,10 +167,5 @@ def check_feature_output(name: str, out: Any) -> np.ndarray:
     return out
 
 
-def _did_you_mean(key: str, choices) -> str:
-    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _unknown_message(kind: str, name: Any, known: list[str]) -> str:
-    return f"unknown {kind} {name!r}{_did_you_mean(name, known)}; known {kind}s: {', '.join(known) or '(none)'}"
+    return f"unknown {kind} {name!r}{did_you_mean(name, known)}; known {kind}s: {', '.join(known) or '(none)'}"

@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from ..filters import dct_matrix, mel_filterbank
+from ..core.errors import UsageError
+from ..core.filters import dct_matrix, mel_filterbank
 
 # Defaults follow the usual speech front end: 25 ms window, 10 ms hop at the sample rate in use.
 FRAME_DEFAULTS = {

@@ -7,14 +7,14 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from ..errors import UnknownNameError, UsageError
+from ..core.errors import UnknownNameError, UsageError
+from ..core.text import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,8 @@ def get_model_entry(name: str) -> ModelEntry:
     try:
         return _MODEL_REGISTRY[name]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), list_models(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UnknownNameError(f"unknown model {name!r}{hint}; known models: {', '.join(list_models())}") from None
+        raise UnknownNameError(f"unknown model {name!r}{did_you_mean(name, list_models())}; known models: "
+                               f"{', '.join(list_models())}") from None
 
 
 def build_model(name: str, n_classes: int, input_shape: tuple, preset: str = "base", **params) -> nn.Module:
@@ -65,9 +64,8 @@ def build_model(name: str, n_classes: int, input_shape: tuple, preset: str = "ba
     valid = [p for p in signature.parameters if p not in ("self", "n_classes", "n_features")]
     unknown = [k for k in params if k not in valid]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"model {name!r} has no parameter {unknown[0]!r}{hint}; valid parameters: {', '.join(valid)}")
+        raise UsageError(f"model {name!r} has no parameter {unknown[0]!r}{did_you_mean(unknown[0], valid)}; "
+                         f"valid parameters: {', '.join(valid)}")
     kwargs = {**entry.presets[preset], **params}
     try:
         return entry.cls(n_classes=n_classes, n_features=int(input_shape[0]), **kwargs)

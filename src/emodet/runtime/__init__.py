@@ -1,6 +1,8 @@
 """Torch-free inference on ONNX Runtime (imports numpy, soundfile, soxr and onnxruntime only)."""
 
 from .frontend import NumpyFrontEnd
-from .predictor import EmotionPredictor, FusedPredictor, smooth_segments
+from .fused import FusedPredictor
+from .predictor import EmotionPredictor
+from .segments import smooth_segments
 
 __all__ = ["EmotionPredictor", "FusedPredictor", "NumpyFrontEnd", "smooth_segments"]

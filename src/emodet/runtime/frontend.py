@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..filters import dct_matrix, hann_window, mel_filterbank
+from ..core.filters import dct_matrix, hann_window, mel_filterbank
 
 
 class NumpyFrontEnd:

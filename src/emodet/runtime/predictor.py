@@ -2,26 +2,39 @@
 
 Imports only numpy, soundfile, soxr and onnxruntime (and openSMILE for functionals models).
 Works with models exported with the feature front end in the graph (raw samples in) or without
-(log-mel / MFCC computed here in numpy, eGeMAPS / ComParE with openSMILE); ``FusedPredictor``
-averages several such models.
+(log-mel / MFCC computed here in numpy, eGeMAPS / ComParE with openSMILE).
+
+A model's normalisation decides what it needs at deployment (``needs``): ``nothing`` (global or no
+normalisation), ``calibrate`` (per speaker: a few recordings of the speaker) or ``adapt`` (per
+corpus: unlabelled recordings of the new domain). Asked to predict without what it needs, it
+refuses with a message saying what to give, rather than answer nonsense: a recording normalised
+with its own statistics and then pooled is the same vector for every recording.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..audio import load_audio_with_rate, resample, to_mono
-from ..errors import UsageError
-from ..smile import FUNCTIONAL_SETS, functionals
-from ..stats import frame_moments
+from ..core.audio import load_audio_with_rate, resample, to_mono, window_starts
+from ..core.errors import UsageError
+from ..core.fusion import softmax
+from ..core.smile import FUNCTIONAL_SETS, functionals
+from ..core.stats import frame_moments
 from .frontend import NumpyFrontEnd
 
+SELF_CALIBRATION_SECONDS = 10.0  # a long recording may normalise its own windows (with a warning)
 
-class _ProbabilityAPI:
+
+class CalibrationWarning(UserWarning):
+    """A per-speaker model normalised with the statistics of the recording it predicts."""
+
+
+class ProbabilityAPI:
     """``predict`` / ``predict_batch`` for any predictor with ``labels`` and ``probabilities(items, sr)``."""
 
     labels: list[str]
@@ -30,23 +43,20 @@ class _ProbabilityAPI:
         raise NotImplementedError
 
     def predict(self, item, sr: int | None = None) -> dict:
-        """``{label: probability}`` for a file path or a samples array (give ``sr`` if not the model's rate)."""
-        return _as_dict(self.labels, self.probabilities([item], sr)[0])
+        """``{label: probability}`` for a file path, ``(samples, rate)`` or a samples array with ``sr``."""
+        return as_dict(self.labels, self.probabilities([item], sr)[0])
 
     def predict_batch(self, items, sr: int | None = None) -> list[dict]:
-        return [_as_dict(self.labels, p) for p in self.probabilities(items, sr)]
+        return [as_dict(self.labels, p) for p in self.probabilities(items, sr)]
 
 
-class EmotionPredictor(_ProbabilityAPI):
+class EmotionPredictor(ProbabilityAPI):
     """Predict emotion probabilities with an exported model.
 
     ``predict(path_or_array, sr=None) -> {label: probability}``; ``predict_batch(items)``;
-    ``predict_windows(...)`` for long recordings. Per-speaker normalised models use the
-    statistics set by ``calibrate(recordings)`` (a few recordings of the speaker), or, when not
-    calibrated, each recording's own statistics (spectral features only: one recording's
-    functionals have no spread, so a per-speaker functionals model needs ``calibrate``).
-    Models over openSMILE functionals (``egemaps``, ``compare``; exported without features)
-    compute them here with openSMILE at each file's own rate, as in training.
+    ``predict_windows(...)`` for long recordings; ``calibrate(recordings)`` (per-speaker models)
+    and ``adapt(recordings)`` (per-corpus models) set the normalisation statistics. Models over
+    openSMILE functionals compute them here with openSMILE at each file's own rate, as in training.
     """
 
     def __init__(self, model_path: str | os.PathLike, threads: int = 1, providers: list[str] | None = None):
@@ -66,6 +76,7 @@ class EmotionPredictor(_ProbabilityAPI):
         if "emodet.labels" not in meta:
             raise UsageError(f"{path}: not an emodet model (no emodet metadata); export one with `emodet export`")
         self.path = path
+        self.metadata = dict(meta)
         self.labels = json.loads(meta["emodet.labels"])
         self.sr = int(meta["emodet.sample_rate"])
         self.feature = meta["emodet.feature"]
@@ -75,15 +86,43 @@ class EmotionPredictor(_ProbabilityAPI):
         self.native_rate = meta.get("emodet.native_rate") == "1" or self.feature in FUNCTIONAL_SETS
         self.version = meta.get("emodet.version")
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # files exported before "emodet.needs" existed: statistics as inputs meant per-speaker normalisation
+        self.needs = meta.get("emodet.needs") or ("calibrate" if "norm_mean" in self.input_names else "nothing")
         self._frontend = None
-        self._speaker_stats: tuple[np.ndarray, np.ndarray] | None = None
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
 
-    # -- features and normalisation ----------------------------------------------------------
+    # -- what the model needs ----------------------------------------------------------------
     @property
     def needs_calibration(self) -> bool:
-        """Per-speaker normalised functionals: statistics must come from ``calibrate``, not the recording."""
-        return "norm_mean" in self.input_names and self.feature in FUNCTIONAL_SETS
+        """Whether predictions need ``calibrate`` (per speaker) or ``adapt`` (per corpus) first."""
+        return self.needs != "nothing" and self._stats is None
 
+    def calibrate(self, recordings, sr: int | None = None) -> None:
+        """Per-speaker statistics from a few recordings (paths, or arrays at ``sr``) of one speaker."""
+        self._set_statistics(recordings, sr, "calibrating", "of the speaker")
+
+    def adapt(self, recordings, sr: int | None = None) -> None:
+        """Per-domain statistics from unlabelled recordings of the new domain (a corpus, a line, a room)."""
+        self._set_statistics(recordings, sr, "adapting", "of the domain")
+
+    def _set_statistics(self, recordings, sr, doing: str, of_what: str) -> None:
+        recordings = list(recordings)
+        if not recordings:
+            raise UsageError(f"{doing} {self.path.name} needs recordings {of_what}, got none")
+        if self.feature in FUNCTIONAL_SETS and len(recordings) < 2:
+            raise UsageError(f"{doing} {self.path.name} ({self.feature} functionals, one vector a recording) "
+                             f"needs several recordings {of_what}, got {len(recordings)}")
+        self._stats = frame_moments(self.features(*self._load(r, sr)) for r in recordings)
+
+    def _require_statistics(self) -> None:
+        if self.needs_calibration:
+            what = ("--calibrate FILE... (a few recordings of the speaker; calibrate() in Python)" if self.needs ==
+                    "calibrate" else "--adapt DIR (unlabelled recordings of your domain; adapt() in Python)")
+            raise UsageError(f"{self.path.name} normalises its features per {'speaker' if self.needs == 'calibrate' else 'corpus'} "
+                             f"and needs {what}: normalised with its own statistics, every recording would look alike. "
+                             "For single recordings of unknown speakers use a model trained with data.normalize: global")
+
+    # -- features ----------------------------------------------------------------------------
     @property
     def frontend(self) -> NumpyFrontEnd:
         if self._frontend is None:
@@ -96,194 +135,107 @@ class EmotionPredictor(_ProbabilityAPI):
             return functionals(self.feature, wav, int(rate or self.sr), self.feature_params.get("trim_db"))
         return self.frontend(wav)
 
-    def calibrate(self, recordings, sr: int | None = None) -> None:
-        """Per-speaker statistics from a few recordings (paths, or arrays at ``sr``) of one speaker."""
-        recordings = list(recordings)
-        if self.needs_calibration and len(recordings) < 2:
-            raise UsageError(f"calibrating {self.path.name} ({self.feature} functionals, one vector a recording) "
-                             f"needs several recordings of the speaker, got {len(recordings)}")
-        self._speaker_stats = frame_moments(self.features(*self._load(r, sr)) for r in recordings)
-
     def _load(self, item, sr: int | None = None) -> tuple[np.ndarray, int]:
         """``(mono float32 samples, their rate)``: the model's rate, or the item's own for native-rate features."""
         if isinstance(item, (str, os.PathLike)):
             return load_audio_with_rate(item, None if self.native_rate else self.sr)
+        if isinstance(item, tuple):
+            if len(item) != 2 or not isinstance(item[1], (int, np.integer)):
+                raise UsageError("an audio item as a tuple must be (samples, sample_rate), e.g. (y, 22050)")
+            item, sr = item
+        if sr is None:
+            raise UsageError("an audio array needs its sample rate: predict(array, sr=22050) or predict((array, 22050))")
         wav = to_mono(np.asarray(item, dtype=np.float32))
         if wav.ndim != 1 or wav.size == 0:
             raise UsageError(f"audio array must be 1-D (samples,) or 2-D (samples, channels) and non-empty, got shape {wav.shape}")
         if not np.isfinite(wav).all():
             raise UsageError("audio array holds NaN or infinite samples")
         if self.native_rate:
-            return wav, int(sr or self.sr)
-        return (resample(wav, int(sr), self.sr) if sr and sr != self.sr else wav), self.sr
-
-    def _norm_inputs(self, first_features) -> dict:
-        if "norm_mean" not in self.input_names:
-            return {}
-        if self._speaker_stats is not None:
-            mean, std = self._speaker_stats
-        elif self.needs_calibration:
-            raise UsageError(f"{self.path.name} normalises {self.feature} functionals per speaker: call calibrate() "
-                             "(emodet predict --calibrate FILE...) with a few recordings of the speaker; one "
-                             "recording's own functionals have no spread to normalise with")
-        else:  # not calibrated: each recording's own statistics (a batch shares the first one's)
-            mean, std = frame_moments([first_features()])
-        return {"norm_mean": mean, "norm_std": std}
+            return wav, int(sr)
+        return resample(wav, int(sr), self.sr), self.sr
 
     # -- prediction --------------------------------------------------------------------------
     def logits(self, wavs: list[np.ndarray], rates: list[int] | None = None) -> np.ndarray:
         """Logits ``(B, C)`` for mono float32 signals at the model's rate (or at ``rates``, native-rate features)."""
+        self._require_statistics()
         rates = rates or [self.sr] * len(wavs)
-        if "norm_mean" in self.input_names and self._speaker_stats is None and len(wavs) > 1:
-            return np.concatenate([self.logits([w], [r]) for w, r in zip(wavs, rates)])
+        norm = dict(zip(("norm_mean", "norm_std"), self._stats)) if "norm_mean" in self.input_names else {}
         if self.with_features:
             n = max(len(w) for w in wavs)
             audio = np.zeros((len(wavs), n), dtype=np.float32)
             for i, w in enumerate(wavs):
                 audio[i, : len(w)] = w
             feed = {"audio": audio, "audio_lengths": np.array([len(w) for w in wavs], dtype=np.int64)}
-            feed.update(self._norm_inputs(lambda: self.features(wavs[0], rates[0])))
         else:
-            feats = [self.features(w, r) for w, r in zip(wavs, rates)]
-            t = max(f.shape[1] for f in feats)
-            x = np.zeros((len(feats), feats[0].shape[0], t), dtype=np.float32)
-            for i, f in enumerate(feats):
-                x[i, :, : f.shape[1]] = f
-            feed = {"features": x, "lengths": np.array([f.shape[1] for f in feats], dtype=np.int64)}
-            feed.update(self._norm_inputs(lambda: feats[0]))
-        return self.session.run(["logits"], feed)[0]
+            feed = pad_features([self.features(w, r) for w, r in zip(wavs, rates)])
+        return self.session.run(["logits"], {**feed, **norm})[0]
 
     def probabilities(self, items, sr: int | None = None) -> np.ndarray:
-        """Probabilities ``(B, C)`` for paths or arrays (at ``sr``)."""
+        """Probabilities ``(B, C)`` for paths, ``(samples, rate)`` tuples or arrays (at ``sr``)."""
         loaded = [self._load(i, sr) for i in items]
-        return np.stack([_softmax(z) for z in self.logits([w for w, _ in loaded], [r for _, r in loaded])])
+        return softmax(self.logits([w for w, _ in loaded], [r for _, r in loaded]))
 
     def predict_features(self, features: np.ndarray) -> dict:
         """Probabilities for precomputed features ``(F, T)`` (models exported without features)."""
         if self.with_features:
             raise UsageError("this model takes raw audio (exported --with-features); use predict()")
-        feed = {"features": features[None].astype(np.float32), "lengths": np.array([features.shape[1]], np.int64)}
-        feed.update(self._norm_inputs(lambda: features))
-        return _as_dict(self.labels, _softmax(self.session.run(["logits"], feed)[0][0]))
+        self._require_statistics()
+        norm = dict(zip(("norm_mean", "norm_std"), self._stats)) if "norm_mean" in self.input_names else {}
+        return as_dict(self.labels, softmax(self.session.run(["logits"], {**pad_features([features]), **norm})[0][0]))
 
     def window_probabilities(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[tuple]:
-        """``[(start_s, end_s, probabilities)]`` over sliding windows of a recording."""
-        if window_s <= 0 or hop_s <= 0:
-            raise UsageError(f"--window and --hop must be positive, got {window_s} and {hop_s}")
+        """``[(start_s, end_s, probabilities)]`` over sliding windows of a recording.
+
+        An uncalibrated per-speaker (or per-corpus) model takes its statistics from the whole recording
+        when it lasts at least ``SELF_CALIBRATION_SECONDS`` (warned: one speaker's long recording is its
+        own enrollment); a shorter one is refused as ``predict`` would.
+        """
+        if not window_s > 0 or not hop_s > 0:
+            raise UsageError(f"--window and --hop must be positive seconds, got {window_s} and {hop_s}")
         wav, rate = self._load(item, sr)
+        if self.needs_calibration and len(wav) >= SELF_CALIBRATION_SECONDS * rate:
+            warnings.warn(f"{self.path.name} needs per-{'speaker' if self.needs == 'calibrate' else 'corpus'} "
+                          f"statistics: taking them from the whole {len(wav) / rate:.0f} s recording (give --calibrate "
+                          "recordings of the speaker to use those instead)", CalibrationWarning, stacklevel=2)
+            self._stats = frame_moments([self.features(wav, rate)])
+            try:
+                return self.window_probabilities((wav, rate), window_s, hop_s)
+            finally:
+                self._stats = None
         win, hop = int(round(window_s * rate)), int(round(hop_s * rate))
-        starts = [s for s in range(0, max(1, len(wav) - win + hop), hop) if s < len(wav)] or [0]
         out = []
-        for s in starts:
+        for s in window_starts(len(wav), win, hop):
             piece = wav[s:s + win]
-            out.append((round(s / rate, 3), round((s + len(piece)) / rate, 3),
-                        _softmax(self.logits([piece], [rate])[0])))
+            out.append((round(s / rate, 3), round((s + len(piece)) / rate, 3), softmax(self.logits([piece], [rate])[0])))
         return out
 
     def predict_windows(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[dict]:
         """Sliding windows over a long recording: ``[{start, end, label, probabilities}]`` (seconds)."""
-        return _window_dicts(self.labels, self.window_probabilities(item, window_s, hop_s, sr))
+        return window_dicts(self.labels, self.window_probabilities(item, window_s, hop_s, sr))
+
+    def describe(self) -> dict:
+        """What a person (or ``GET /model``) wants to know of the model."""
+        return {"path": str(self.path), "labels": self.labels, "sample_rate": self.sr, "feature": self.feature,
+                "normalize": self.normalizer.get("mode", "none"), "needs": self.needs,
+                "with_features": self.with_features, "emodet_version": self.version}
 
 
-class FusedPredictor(_ProbabilityAPI):
-    """Late fusion of exported models: the weighted mean of their probabilities.
-
-    Members may use different features (e.g. a log-mel CNN with its front end in the graph and
-    a linear model over openSMILE functionals); each computes its own from the audio, at its
-    own rate, with its own per-speaker statistics. They must share their labels.
-    Same API as ``EmotionPredictor``.
-    """
-
-    def __init__(self, model_paths, weights: list[float] | None = None, threads: int = 1):
-        self.members = [EmotionPredictor(p, threads) for p in model_paths]
-        if not self.members:
-            raise UsageError("a fused predictor needs at least one model")
-        first = self.members[0]
-        for m in self.members[1:]:
-            if m.labels != first.labels:
-                raise UsageError(f"models to fuse must share their labels: {first.path.name} has {first.labels}, "
-                                 f"{m.path.name} has {m.labels}")
-        weights = [1.0] * len(self.members) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(self.members) or min(weights) < 0 or sum(weights) <= 0:
-            raise UsageError(f"fusion weights {weights}: need one non-negative weight a model "
-                             f"({len(self.members)} models), not all zero")
-        self.weights = np.array(weights) / sum(weights)
-        self.labels = first.labels
-
-    @property
-    def needs_calibration(self) -> bool:
-        return any(m.needs_calibration for m in self.members)
-
-    def calibrate(self, recordings, sr: int | None = None) -> None:
-        recordings = list(recordings)
-        for m in self.members:
-            m.calibrate(recordings, sr)
-
-    def combine(self, member_probabilities: list[np.ndarray]) -> np.ndarray:
-        """The weighted mean of the members' probabilities ``(B, C)``, in member order."""
-        return sum(w * p for w, p in zip(self.weights, member_probabilities))
-
-    def probabilities(self, items, sr: int | None = None) -> np.ndarray:
-        items = list(items)
-        return self.combine([m.probabilities(items, sr) for m in self.members])
-
-    def predict_windows(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[dict]:
-        per_member = [m.window_probabilities(item, window_s, hop_s, sr) for m in self.members]
-        n = min(len(w) for w in per_member)  # members at different rates may round the last window apart
-        fused = [(start, end, self.combine([pm[i][2] for pm in per_member]))
-                 for i, (start, end, _) in enumerate(per_member[0][:n])]
-        return _window_dicts(self.labels, fused)
+def pad_features(feats: list[np.ndarray]) -> dict:
+    """``{"features": (B, F, T_max) zero-padded, "lengths": (B,)}`` for a classifier exported without features."""
+    t = max(f.shape[1] for f in feats)
+    x = np.zeros((len(feats), feats[0].shape[0], t), dtype=np.float32)
+    for i, f in enumerate(feats):
+        x[i, :, : f.shape[1]] = f
+    return {"features": x, "lengths": np.array([f.shape[1] for f in feats], dtype=np.int64)}
 
 
-def _as_dict(labels: list[str], probs: np.ndarray) -> dict:
+def as_dict(labels: list[str], probs: np.ndarray) -> dict:
     return {lab: float(v) for lab, v in zip(labels, probs)}
 
 
-def _window_dicts(labels: list[str], windows: list[tuple]) -> list[dict]:
+def window_dicts(labels: list[str], windows: list[tuple]) -> list[dict]:
     out = []
     for start, end, probs in windows:
-        d = _as_dict(labels, probs)
+        d = as_dict(labels, probs)
         out.append({"start": start, "end": end, "label": max(d, key=d.get), "probabilities": d})
     return out
-
-
-def smooth_segments(windows: list[dict], median: int = 3) -> list[dict]:
-    """Merge sliding-window predictions into segments ``[{start, end, label, confidence}]``.
-
-    Probabilities are smoothed over ``median`` neighbouring windows (a moving average), each
-    window takes the top label, and runs of the same label merge; a segment ends where the
-    next one's first window starts after its own midpoint, so segments never overlap.
-    """
-    if not windows:
-        return []
-    labels = list(windows[0]["probabilities"])
-    probs = np.array([[w["probabilities"][lab] for lab in labels] for w in windows])
-    k = max(1, int(median))
-    if k > 1 and len(probs) > 2:
-        pad = k // 2
-        padded = np.pad(probs, ((pad, pad), (0, 0)), mode="edge")
-        probs = np.stack([padded[i:i + k].mean(0) for i in range(len(probs))])
-    top = probs.argmax(1)
-    segments = []
-    for i, w in enumerate(windows):
-        label = labels[top[i]]
-        if segments and segments[-1]["label"] == label:
-            segments[-1]["end"] = w["end"]
-            segments[-1]["_p"].append(probs[i, top[i]])
-        else:
-            if segments:  # boundary halfway through the overlap of neighbouring windows
-                boundary = round((segments[-1]["end"] + w["start"]) / 2, 3) if w["start"] < segments[-1]["end"] else w["start"]
-                segments[-1]["end"] = boundary
-                start = boundary
-            else:
-                start = w["start"]
-            segments.append({"start": start, "end": w["end"], "label": label, "_p": [probs[i, top[i]]]})
-    for seg in segments:
-        seg["confidence"] = round(float(np.mean(seg.pop("_p"))), 4)
-    return segments
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
-

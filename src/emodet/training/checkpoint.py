@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UsageError
-from ..io import atomic_open
+from ..core.errors import UsageError
+from ..core.io import atomic_open
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -8,17 +8,21 @@ run it with the torch-free runtime. Everything lands under ``--out``; a rerun re
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
 
-from .config import load_config
-from .data.synth import generate_corpus
-from .errors import UsageError
+from ..config import load_config
+from ..data.synth import generate_corpus
+from ..core.errors import UsageError
 from .experiment import run_experiment
-from .io import atomic_write_json
+from ..core.io import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 DEMO_MODELS = (
     # run name, feature, feature params, model, preset, epochs
@@ -35,12 +39,25 @@ def _corpus(out: Path, per_class: int, speakers: int, seed: int) -> list[dict]:
     if marker.exists() and json.loads(marker.read_text()) == settings:
         with open(corpus / "metadata.csv", newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        print(f"[1/4] synthetic corpus already in {corpus} ({len(rows)} files)")
+        log.info(f"[1/4] synthetic corpus already in {corpus} ({len(rows)} files)")
         return rows
     rows = generate_corpus(corpus, per_class=per_class, speakers=speakers, seed=seed)
     atomic_write_json(marker, settings)
-    print(f"[1/4] synthesised {len(rows)} files in {time.perf_counter() - start:.1f} s -> {corpus}")
+    log.info(f"[1/4] synthesised {len(rows)} files in {time.perf_counter() - start:.1f} s -> {corpus}")
     return rows
+
+
+@contextlib.contextmanager
+def _quiet_training():
+    loggers = [logging.getLogger(n) for n in ("emodet.training", "emodet.data", "emodet.workflows.experiment")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int = 0, epochs: int | None = None) -> int:
@@ -50,7 +67,7 @@ def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int 
         raise UsageError(f"emodet demo needs at least 3 speakers (train, validation, test), got --speakers {speakers}")
     rows = _corpus(out, per_class, speakers, seed)
     labels = Counter(r["label"] for r in rows)
-    print(f"      {len(rows)} files, {sum(float(r['duration_s']) for r in rows) / 60:.1f} min, {speakers} speakers; "
+    log.info(f"      {len(rows)} files, {sum(float(r['duration_s']) for r in rows) / 60:.1f} min, {speakers} speakers; "
           + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
     results = []
     for i, (name, feature, params, model, preset, n_epochs) in enumerate(DEMO_MODELS):
@@ -59,6 +76,7 @@ def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int 
                      f"data.split.seed={seed}", f"features.type={feature}", f"features.params={json.dumps(params)}",
                      f"features.cache_dir={out / 'cache'}", f"model.name={model}", f"model.preset={preset}",
                      f"training.epochs={epochs or n_epochs}", "training.early_stopping.patience=0",
+                     "training.early_stopping.select=last",
                      "training.loss.label_smoothing=0.1", f"training.seed={seed}"]
         if model != "fc":
             overrides.append("training.augment.specaugment=true")
@@ -67,21 +85,20 @@ def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int 
         start = time.perf_counter()
         if (run_dir / "metrics.json").exists():
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            print(f"[{2 + i}/4] {name}: already trained in {run_dir}")
+            log.info(f"[{2 + i}/4] {name}: already trained in {run_dir}")
         else:
-            if run_dir.exists():  # an interrupted demo run: continue it
-                metrics = run_experiment(cfg, name, out / "runs", resume=(run_dir / "config.yaml").exists(), progress=False)
-            else:
-                metrics = run_experiment(cfg, name, out / "runs", progress=False)
-            print(f"[{2 + i}/4] {name}: trained in {time.perf_counter() - start:.0f} s -> {run_dir}")
+            with _quiet_training():  # one line a model, not one an epoch
+                metrics = run_experiment(cfg, name, out / "runs", resume=(run_dir / "config.yaml").exists(),
+                                         progress=False)
+            log.info(f"[{2 + i}/4] {name}: trained in {time.perf_counter() - start:.0f} s -> {run_dir}")
         results.append((name, metrics))
 
-    print()
-    print(f"{'model':<20}{'params':>10}{'test UAR':>10}{'WA':>8}{'macro-F1':>10}   held-out speakers")
+    log.info("")
+    log.info(f"{'model':<20}{'params':>10}{'test UAR':>10}{'WA':>8}{'macro-F1':>10}   held-out speakers")
     for name, m in results:
-        print(f"{name:<20}{m['parameters']:>10,}{m['uar']:>10.3f}{m['wa']:>8.3f}{m['macro_f1']:>10.3f}   "
+        log.info(f"{name:<20}{m['parameters']:>10,}{m['uar']:>10.3f}{m['wa']:>8.3f}{m['macro_f1']:>10.3f}   "
               f"{', '.join(m['test']['speakers'])}")
-    print(f"\nchance UAR {1 / len(labels):.2f}. Per-speaker normalisation; test speakers never seen in training. "
+    log.info(f"\nchance UAR {1 / len(labels):.2f}. Per-speaker normalisation; test speakers never seen in training. "
           f"Reports, curves and confusion matrices: {out / 'runs'}")
     _export_and_predict(out, results[-1][0], results[-1][1])
     return 0
@@ -89,16 +106,16 @@ def run_demo(out: str | Path, per_class: int = 12, speakers: int = 8, seed: int 
 
 def _export_and_predict(out: Path, name: str, metrics: dict) -> None:
     """Export the tiny model with its front end in the graph and run it on held-out recordings, torch-free."""
-    from .export.onnx import export_run
-    from .runtime import EmotionPredictor
+    from ..export.onnx import export_run
+    from ..runtime import EmotionPredictor
 
     model_path = out / f"{name}.onnx"
     if not model_path.exists():
         report = export_run(out / "runs" / name, model_path, with_features=True)
-        print(f"\n[4/4] exported {name} -> {model_path} ({report['bytes'] / 1e6:.2f} MB, raw audio in; "
+        log.info(f"\n[4/4] exported {name} -> {model_path} ({report['bytes'] / 1e6:.2f} MB, raw audio in; "
               f"|ONNX Runtime - PyTorch| <= {report['max_abs_diff']:.1e})")
     else:
-        print(f"\n[4/4] {model_path} already exported")
+        log.info(f"\n[4/4] {model_path} already exported")
     speaker = metrics["test"]["speakers"][0]
     clips = sorted((out / "corpus").glob(f"*/{speaker}_*.wav"))
     predictor = EmotionPredictor(model_path)
@@ -108,6 +125,6 @@ def _export_and_predict(out: Path, name: str, metrics: dict) -> None:
     results = predictor.predict_batch(shown)
     ms = (time.perf_counter() - start) / len(shown) * 1e3
     for clip, probs in zip(shown, results):
-        print(f"      {clip.parent.name}/{clip.name}: {max(probs, key=probs.get)} ({max(probs.values()):.2f})")
-    print(f"      {ms:.1f} ms a clip with onnxruntime; in Python: "
+        log.info(f"      {clip.parent.name}/{clip.name}: {max(probs, key=probs.get)} ({max(probs.values()):.2f})")
+    log.info(f"      {ms:.1f} ms a clip with onnxruntime; in Python: "
           f"EmotionPredictor('{model_path}').predict('clip.wav')")

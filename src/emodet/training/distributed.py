@@ -22,7 +22,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 
 class Distributed:

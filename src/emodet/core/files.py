@@ -1,0 +1,39 @@
+"""Finding audio files under a folder (torch-free: the corpus parsers and the cache share it)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from .audio import is_audio_file
+from .errors import UsageError
+
+
+def list_audio_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> list[str]:
+    """Audio files under ``root`` as sorted POSIX paths relative to it (hidden files and folders skipped)."""
+    return scan_folder(root, exclude)[0]
+
+
+def scan_folder(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> tuple[list[str], Counter]:
+    """``(audio files, Counter of the other files' extensions)`` under ``root``, recursively.
+
+    Audio files are sorted POSIX paths relative to ``root``; hidden files and folders and the
+    folders in ``exclude`` (e.g. a cache inside the corpus) are skipped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"--data-root {root}: not a folder")
+    excluded = {Path(p).resolve() for p in exclude}
+    found, others = [], Counter()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and Path(dirpath, d).resolve() not in excluded)
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            if is_audio_file(name):
+                found.append(Path(dirpath, name).relative_to(root).as_posix())
+            else:
+                others[Path(name).suffix.lower() or "(no extension)"] += 1
+    return sorted(found), others

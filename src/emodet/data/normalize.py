@@ -1,0 +1,88 @@
+"""Feature normalisation (z-score per feature dimension), in numpy only.
+
+Modes, and when each fits:
+
+- ``global``: one mean/std from the training split. Needs nothing at test time: the only mode
+  for one new recording from an unknown speaker and room (the shipped general recipes use it).
+- ``corpus``: one mean/std per corpus (a manifest's ``corpus`` column), each from that corpus's
+  own recordings, labels unused. At deployment the statistics come from unlabelled recordings
+  of the new domain (``EmotionPredictor.adapt(recordings)``, ``emodet predict --adapt DIR``):
+  for a user with a folder of their own recordings (a call centre's line, a lab's microphone).
+- ``speaker``: one mean/std per speaker from that speaker's own recordings, labels unused; a
+  held-out speaker is normalised with statistics of its own unlabelled test recordings (reports
+  say so). At deployment it needs enrollment (``calibrate`` with a few recordings of the speaker).
+  Strong on acted corpora where every speaker shows every emotion; it erases the signal where a
+  speaker shows mostly one emotion.
+- ``none``: features as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..core.errors import UsageError
+from ..core.stats import frame_moments
+
+NORMALIZE_MODES = ("none", "global", "corpus", "speaker")
+GROUPED_MODES = ("corpus", "speaker")  # statistics per group of recordings, needed again at deployment
+
+
+def norm_group(mode: str, row: dict) -> str:
+    """The group whose statistics normalise ``row``: its speaker or its corpus (a speed-perturbed copy
+    is a group of its own: to the features a perturbed voice is another voice)."""
+    speed = f"@speed{float(row['speed']):g}" if row.get("speed") else ""
+    if mode == "speaker":
+        return f"{row['speaker']}{speed}"
+    return f"{row.get('corpus') or 'corpus'}{speed}"
+
+
+@dataclass
+class Normalizer:
+    """``normalizer(features (F, T), row) -> (F, T)``; ``fit`` takes the statistics, ``to_dict`` what a run saves."""
+
+    mode: str = "none"
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    groups: dict = field(default_factory=dict)  # group (speaker or corpus) -> (mean, std)
+
+    @classmethod
+    def fit(cls, mode: str, rows: list[dict], load: Callable[[dict], np.ndarray]) -> "Normalizer":
+        """Statistics for ``mode`` from ``rows`` (``global``: pass the training rows only)."""
+        if mode in (None, False, "none"):
+            return cls("none")
+        if mode not in NORMALIZE_MODES:
+            raise UsageError(f"data.normalize {mode!r}: valid values are {', '.join(NORMALIZE_MODES)}")
+        if mode == "global":
+            mean, std = frame_moments(load(r) for r in rows)
+            return cls("global", mean, std)
+        by_group: dict[str, list[dict]] = {}
+        for r in rows:
+            by_group.setdefault(norm_group(mode, r), []).append(r)
+        return cls(mode, groups={g: frame_moments(load(r) for r in group) for g, group in by_group.items()})
+
+    def __call__(self, feats: np.ndarray, row: dict | None = None) -> np.ndarray:
+        if self.mode == "none":
+            return feats
+        if self.mode == "global":
+            mean, std = self.mean, self.std
+        else:
+            group = norm_group(self.mode, row or {})
+            if group not in self.groups:
+                raise UsageError(f"per-{self.mode} normalisation has no statistics for {self.mode} {group!r}")
+            mean, std = self.groups[group]
+        return (feats - mean[:, None]) / std[:, None]
+
+    def to_dict(self) -> dict:
+        out = {"mode": self.mode}
+        if self.mode == "global":
+            out.update(mean=self.mean.tolist(), std=self.std.tolist())
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        if d.get("mode") == "global":
+            return cls("global", np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+        return cls(d.get("mode", "none"))

@@ -1,0 +1,193 @@
+"""Data for one experiment: manifest rows (given, or parsed from the data root), labels, the split,
+and a complete feature cache (with speed-perturbed copies of the training recordings when asked).
+
+    data = prepare_data(cfg, run_dir)       # PreparedData: rows with a split, labels, cache, skipped files
+    normalizer = fit_normalizer(cfg, data)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config, check_data_root
+from ..core.errors import UsageError
+from ..core.io import atomic_write_csv
+from ..features import load_plugins
+from .cache import FeatureCache
+from .checks import warn_about_data
+from .corpora import CORPUS_NAMES, prepare_corpus
+from .dataset import locate, row_cache
+from .labels import CANONICAL_LABELS, load_label_map
+from .manifest import read_manifest, write_manifest
+from .normalize import Normalizer
+from .splits import assign_splits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    rows: list
+    root: Path | None
+    manifest_path: Path | None
+    labels: list
+    cache: FeatureCache
+    skipped: list
+    augmented: list = field(default_factory=list)  # speed-perturbed copies of training rows (a ``speed`` key each)
+    speed_caches: dict = field(default_factory=dict)  # factor -> FeatureCache of the perturbed features
+
+    def load(self, row: dict):
+        """Cached features of a row (a perturbed copy's from its factor's cache)."""
+        return row_cache(row, self.cache, self.speed_caches).load(*locate(row["path"], self.root, self.manifest_path))
+
+    def split(self, name: str) -> list[dict]:
+        return [r for r in self.rows if r.get("split") == name]
+
+
+def load_rows(cfg: Config) -> tuple[list[dict], Path | None, Path | None]:
+    """``(rows, manifest path or None, data root or None)``: ``data.manifest`` as written, else the corpus
+    under ``data.root`` parsed with ``data.corpus``; only rows of ``data.labels`` (when set) are kept."""
+    d = cfg.data
+    root = check_data_root(cfg)
+    if d.manifest:
+        manifest_path = Path(d.manifest)
+        rows = read_manifest(manifest_path)
+    else:
+        result = prepare_corpus(d.corpus, root, load_label_map(d.label_map), None, d.speaker_pattern)
+        if not result.rows:
+            raise UsageError(f"data.root {root}: no file parsed as corpus {result.corpus!r}; set data.corpus "
+                             f"({', '.join(CORPUS_NAMES)})")
+        rows, manifest_path = result.rows, None
+        for item in result.failed:
+            log.info("  not parsed: %s: %s", item["path"], item["reason"])
+    if d.labels:
+        unknown = [lab for lab in d.labels if lab not in {r["label"] for r in rows}]
+        if unknown:
+            raise UsageError(f"data.labels: no recording has label {unknown[0]!r}; labels in the data: "
+                             f"{', '.join(sorted({r['label'] for r in rows}))}")
+        outside = sum(1 for r in rows if r["label"] not in d.labels)
+        if outside:
+            log.info("  %d recording(s) with labels outside data.labels (%s) left out", outside, ", ".join(d.labels))
+        rows = [r for r in rows if r["label"] in d.labels]
+    return rows, manifest_path, root
+
+
+def label_order(rows: list[dict]) -> list[str]:
+    """The labels of ``rows``: canonical ones in the canonical order, then a user's own, sorted."""
+    return sorted({r["label"] for r in rows},
+                  key=lambda x: (CANONICAL_LABELS.index(x) if x in CANONICAL_LABELS else 99, x))
+
+
+def apply_split(cfg: Config, rows: list[dict], manifest_path: Path | None) -> None:
+    """Give every row a ``split`` (in place) as ``data.split.method`` says: ``auto`` keeps a manifest's own
+    split column and splits by speaker otherwise; ``speaker`` always re-splits (said when it replaces one);
+    ``manifest`` needs the manifest's split."""
+    s = cfg.data.split
+    has_split = any(r.get("split") for r in rows)
+    if s.method == "manifest" and not has_split:
+        raise UsageError(f"data.split.method manifest: {manifest_path or 'the data'} has no split column; "
+                         "write one with `emodet data split` or set data.split.method: auto")
+    if has_split and s.method in ("auto", "manifest"):
+        log.info("  using the split of %s as it is (data.split.method: %s)", manifest_path, s.method)
+        return
+    if has_split:
+        log.info("  data.split.method speaker: %s's own split column replaced by a new split by speaker "
+                 "(val %s, test %s, seed %s); set data.split.method: auto to keep it", manifest_path, s.val, s.test,
+                 s.seed)
+    assign_splits(rows, s.val, s.test, folds=None, seed=s.seed)
+
+
+def build_features(cache: FeatureCache, rows: list[dict], root: Path | None, manifest_path: Path | None,
+                   plugins=(), progress: bool | None = None) -> tuple[list[dict], list[dict]]:
+    """Fill ``cache`` for ``rows``; returns ``(rows whose features exist, failures {path, error})``."""
+    failed, by_base = [], defaultdict(list)
+    for r in rows:
+        base, rel = locate(r["path"], root, manifest_path)
+        by_base[base].append(rel)
+    for base, rels in by_base.items():
+        failed += cache.build(base, rels, progress=progress, plugins=plugins).failed
+    bad = {s["path"] for s in failed}
+    return [r for r in rows if locate(r["path"], root, manifest_path)[1] not in bad], failed
+
+
+def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None = None) -> PreparedData:
+    """Rows, labels and split, and a complete feature cache; with ``run_dir``, ``manifest.csv`` (the split used)
+    and ``skipped.csv`` (files whose features could not be computed) are written there."""
+    load_plugins(cfg.features.plugins)
+    rows, manifest_path, root = load_rows(cfg)
+    labels = list(cfg.data.labels or label_order(rows))
+    apply_split(cfg, rows, manifest_path)
+    es = cfg.training.early_stopping
+    warn_about_data(rows, labels, selects_on_val=es.select == "best" or es.patience > 0)
+
+    def new_cache(speed=None) -> FeatureCache:
+        f = cfg.features
+        return FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate, speed=speed)
+
+    cache = new_cache()
+    rows, skipped = build_features(cache, rows, root, manifest_path, cfg.features.plugins, progress)
+    for s in skipped:
+        log.info("  skipped: %s", s["error"])
+    augmented, speed_caches = [], {}
+    for factor in cfg.training.augment.speed:  # training recordings only; each copy a normalisation group of its own
+        speed_caches[factor] = new_cache(factor)
+        kept, failed = build_features(speed_caches[factor], [r for r in rows if r.get("split") == "train"], root,
+                                      manifest_path, cfg.features.plugins, progress)
+        augmented += [{**r, "speed": factor} for r in kept]
+        for s in failed:
+            log.info("  no speed %g copy: %s", factor, s["error"])
+    if run_dir is not None:
+        write_manifest(run_dir / "manifest.csv", rows)
+        if skipped:
+            atomic_write_csv(run_dir / "skipped.csv", skipped, ["path", "error"])
+    return PreparedData(rows, root, manifest_path, labels, cache, skipped, augmented, speed_caches)
+
+
+def fit_normalizer(cfg: Config, data: PreparedData) -> Normalizer:
+    """``global``: statistics of the training split; ``speaker`` / ``corpus``: each group's own recordings
+    (a speed-perturbed copy's group: its copies)."""
+    mode = cfg.data.normalize
+    train_only = mode == "global"
+    rows = [r for r in data.rows if r.get("split") == "train"] if train_only else data.rows
+    return Normalizer.fit(mode, rows + data.augmented, data.load)
+
+
+def make_loaders(cfg: Config, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, distributed=None,
+                 train_extras=None):
+    """DataLoaders for ``{split: rows}``. Training order: a permutation seeded by (seed, epoch)
+    (``DistributedSampler``'s), split over ranks under DDP, so N processes see exactly the
+    batches one process would. ``train_extras``: one entry a training row, yielded with its item."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    from .dataset import FeatureDataset, chunk_collate, frames_for_seconds, pad_collate
+
+    d, t = cfg.data, cfg.training
+    loaders = {}
+    for split, rows in rows_by_split.items():
+        train = split == "train"
+        ds = FeatureDataset(rows, data.root, data.cache, data.labels, train=train, max_seconds=d.max_seconds,
+                            normalizer=normalizer, manifest_path=data.manifest_path,
+                            extras=train_extras if train else None, speed_caches=data.speed_caches)
+        if not len(ds) and (distributed is None or split != "val"):
+            raise UsageError(f"the {split} split is empty; check data.split (val/test speakers) and data.labels")
+        collate = pad_collate
+        if not train and d.eval_chunk_seconds:
+            collate = chunk_collate(frames_for_seconds(d.eval_chunk_seconds, data.cache))
+        sampler, batch = None, t.batch_size
+        if train:
+            sampler = distributed.make_sampler(ds, t.seed) if distributed else \
+                DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=t.seed)
+            batch = distributed.local_batch(batch) if distributed else batch
+        loaders[split] = DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate,
+                                    num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
+    return loaders
+
+
+def input_shape(data: PreparedData) -> tuple:
+    """``(features, frames)`` of the first recording: what the model is built for."""
+    feats = data.load(data.rows[0])
+    return (int(feats.shape[0]), int(feats.shape[1]))

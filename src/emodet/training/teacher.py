@@ -1,0 +1,94 @@
+"""Distillation teachers: a frozen run, ensemble or cross-validation fold whose outputs a student learns.
+
+Two kinds, chosen by ``load_teacher``:
+
+- ``BatchTeacher``: the teacher shares the student's features and normalisation, so it runs on the
+  student's batches (augmentation included): ``teacher(x, lengths) -> logits``.
+- ``RecordingTeacher``: it uses other features (an MLP on openSMILE functionals teaching a log-mel
+  CNN): its logits are computed once a training recording from its own inputs and ride along in
+  the batch (``batch[3]``).
+
+A teacher that trained or validated on one of the student's test speakers is refused: its outputs
+would leak them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..core.errors import UsageError
+
+
+class BatchTeacher:
+    """A teacher model run on the student's own batches."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model(x, lengths)
+
+
+class RecordingTeacher:
+    """A teacher's logits ``(N, C)``, one row a training recording, in the student's label order."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+
+def resolve_teacher(spec: str | Path, test_speakers: set[str]) -> Path:
+    """A run or ensemble directory as given; for a cross-validation directory, its fold that held out
+    exactly ``test_speakers`` (so distilling fold by fold never shows a student its test speakers)."""
+    path = Path(spec)
+    folds = sorted(path.glob("fold_*/metrics.json"))
+    if not folds:
+        return path
+    for metrics in folds:
+        held_out = set(json.loads(metrics.read_text()).get("test", {}).get("speakers", []))
+        if held_out == set(test_speakers):
+            return metrics.parent
+    raise UsageError(f"training.distill.teacher {spec}: no finished fold of this cross-validation held out "
+                     f"{', '.join(sorted(test_speakers)) or 'no speakers'}; run the teacher's cv with the same folds "
+                     "(and split seed) first")
+
+
+def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], normalizer: dict, device="cpu"):
+    """The teacher ``cfg.training.distill.teacher`` names for a student on ``data`` (``PreparedData``) with
+    ``normalizer`` (the student's, as saved), or ``None`` when there is none."""
+    spec = cfg.training.distill.teacher
+    if not spec:
+        return None
+    from ..data.cache import FeatureCache
+    from ..evaluation.predict import predict_rows
+    from ..features import load_plugins
+    from ..runs import load_predictor, load_run, training_speakers
+
+    path = resolve_teacher(spec, set(test_speakers)) if test_speakers else Path(spec)
+    leaked = training_speakers(path) & set(test_speakers)
+    if leaked:
+        raise UsageError(f"training.distill.teacher {path} was trained on test speaker(s) {', '.join(sorted(leaked))}; "
+                         "its outputs would leak them into the student (use a teacher trained without them, "
+                         "e.g. the matching fold of a cross-validation)")
+    info = load_run(path)
+    model = load_predictor(path, device)
+    if (info.feature, info.feature_params, info.sample_rate, info.normalizer) == \
+            (data.cache.feature, data.cache.params, data.cache.sr, normalizer):
+        return BatchTeacher(model)
+    if sorted(info.labels) != sorted(data.labels):
+        raise UsageError(f"training.distill.teacher {path}: its labels ({', '.join(info.labels)}) differ from the "
+                         f"student's ({', '.join(data.labels)})")
+    for key, why in (("mixup", "its outputs are per recording"), ("speed", "its outputs are of the unperturbed "
+                                                                           "recordings")):
+        if getattr(cfg.training.augment, key):
+            raise UsageError(f"training.augment.{key} cannot be combined with a teacher on other features or "
+                             f"normalisation ({why}); turn {key} off or use a teacher with the student's features and "
+                             "normalisation")
+    load_plugins(info.plugins)
+    cache = FeatureCache(data.cache.root_dir, info.feature, info.feature_params, sr=info.sample_rate)
+    logits = predict_rows(model, train_rows, data.root, data.manifest_path, info.labels, cache, info.normalizer)
+    order = [info.labels.index(label) for label in data.labels]
+    return RecordingTeacher(logits[:, order].contiguous())
