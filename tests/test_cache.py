@@ -196,7 +196,8 @@ def _start_build(corpus, cache_dir, plugin):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("kill_after", [1, 12, 30])
+@pytest.mark.parametrize("kill_after", [pytest.param(1, marks=pytest.mark.slow), 12,
+                                        pytest.param(30, marks=pytest.mark.slow)])
 def test_build_killed_with_sigkill_resumes_to_valid_cache(corpus, tmp_path, kill_after, slow_plugin):
     plugin = slow_plugin
     cache = FeatureCache(tmp_path / "c", "slow_mfcc")
@@ -240,15 +241,15 @@ def test_stale_temp_files_of_dead_writers_are_removed(corpus, tmp_path):
     live.unlink()
 
 
-def test_load_computes_missing_entry_and_reading_is_fast(corpus, tmp_path):
+def test_load_computes_missing_entry_and_reads_entries_back(corpus, tmp_path):
     cache = FeatureCache(tmp_path / "c", "logmel")
     files = list_audio_files(corpus)
     feats = cache.load(corpus, files[0])
     assert feats.shape[0] == 64 and len(_entries(cache)) == 1
     cache.build(corpus, progress=False)
-    start = time.perf_counter()
-    loaded = [cache.get(corpus, f) for f in files]
-    assert time.perf_counter() - start < 1.0 and all(x is not None for x in loaded)
+    loaded = [cache.get(corpus, f) for f in files]  # how fast: bench/features.py (warm read), not a test
+    assert all(x is not None for x in loaded)
+    np.testing.assert_array_equal(loaded[0], feats)
     mm = FeatureCache(tmp_path / "c", "logmel", mmap=True).get(corpus, files[1])
     np.testing.assert_array_equal(mm, loaded[1])
 

@@ -1,37 +1,58 @@
+import pytest
+
 from emodet import __version__
 
-from conftest import REPO, run_cli
+from conftest import REPO, cli, run_cli
 
 
 def test_version_and_help():
-    out = run_cli("--version")
+    out = run_cli("--version")  # the installed entry point, in a process of its own
     assert out.returncode == 0 and out.stdout.strip() == f"emodet {__version__}"
-    out = run_cli("--help")
+    out = cli("--help")
     assert out.returncode == 0
     for verb in ("demo", "data", "features"):
         assert verb in out.stdout
-    assert run_cli().returncode == 2
-    bad = run_cli("nonsense")
+    assert cli().returncode == 2
+    bad = cli("nonsense")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
+COMMANDS = [["demo"], ["data", "synth"], ["data", "prepare"], ["data", "split"], ["features"], ["train"], ["evaluate"],
+            ["cv"], ["ensemble"], ["export"], ["predict"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_help_screen_explains_each_flag_and_shows_an_example(command):
+    import argparse
+
+    from emodet.cli import build_parser
+
+    out = cli(*command, "--help")
+    assert out.returncode == 0 and "examples:" in out.stdout and f"emodet {' '.join(command)}" in out.stdout
+    parser = build_parser()
+    for word in command:  # the subparser of the command
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    for action in parser._actions:
+        assert action.help, f"emodet {' '.join(command)}: {action.option_strings or action.dest} has no help text"
+
+
 def test_features_list():
-    out = run_cli("features", "--list")
+    out = cli("features", "--list")
     assert out.returncode == 0
     assert "logmel" in out.stdout and "alias: mel" in out.stdout and "egemaps" in out.stdout
     assert "parameters: trim_db=null" in out.stdout and "n_mels=64" in out.stdout  # each feature's defaults
 
 
 def test_data_synth(tmp_path):
-    out = run_cli("data", "synth", "--out", tmp_path / "s", "--per-class", "1", "--speakers", "2", "--seed", "4")
+    out = cli("data", "synth", "--out", tmp_path / "s", "--per-class", "1", "--speakers", "2", "--seed", "4")
     assert out.returncode == 0, out.stderr
     assert "10 files, 2 speakers, 5 labels" in out.stdout
     assert len(list((tmp_path / "s").rglob("*.wav"))) == 10
 
 
 def test_demo_small_and_rerun_reuses(tmp_path):
-    args = ("demo", "--out", tmp_path / "d", "--per-class", "2", "--speakers", "3", "--epochs", "2")
-    out = run_cli(*args)
+    args = ("demo", "--out", tmp_path / "d", "--per-class", "2", "--speakers", "3", "--epochs", "1")
+    out = cli(*args)
     assert out.returncode == 0, out.stderr
     assert "30 files" in out.stdout and "angry 6, fearful 6, happy 6, neutral 6, sad 6" in out.stdout
     table = out.stdout.split("held-out speakers", 1)[1]
@@ -40,9 +61,9 @@ def test_demo_small_and_rerun_reuses(tmp_path):
         assert (tmp_path / "d" / "runs" / run / "metrics.json").is_file()
     assert (tmp_path / "d" / "crnn_tiny_logmel.onnx").is_file() and "[4/4] exported" in out.stdout
     assert "ms a clip with onnxruntime" in out.stdout
-    again = run_cli(*args)
+    again = cli(*args)
     assert again.returncode == 0 and "already in" in again.stdout and "already trained" in again.stdout
-    few = run_cli("demo", "--out", tmp_path / "e", "--speakers", "2")
+    few = cli("demo", "--out", tmp_path / "e", "--speakers", "2")
     assert few.returncode == 2 and "at least 3 speakers" in few.stderr
 
 

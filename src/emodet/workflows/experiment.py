@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import Config, check_data_root, config_differences, dump_config, load_config
 from ..core.errors import UsageError
-from ..core.io import atomic_write_json, atomic_write_text
+from ..core.io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..data.prepare import PreparedData, fit_normalizer, input_shape, make_loaders, prepare_data
 from ..evaluation.evaluate import write_predictions
 from ..evaluation.metrics import classification_metrics
@@ -95,6 +95,8 @@ def check_run_start(cfg: Config, run_dir: Path, resume: bool) -> None:
     if started and not resume:
         raise UsageError(f"run directory {run_dir} already holds a run: pass --resume to continue it, "
                          "or choose another --run-name")
+    if resume and run_dir.is_dir():
+        remove_stale_temp_files(run_dir)  # what a killed run was writing when it died
     if resume and (run_dir / "config.yaml").exists():
         saved = load_config(run_dir / "config.yaml")  # defaults filled: a key added since the run started is no change
         differ = config_differences(saved, cfg)
