@@ -212,15 +212,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def check_data_root(cfg: Config) -> Path | None:
-    """The data root as a Path; a placeholder or missing folder is an error saying how to set it."""
+    """The data root as a Path (``None``: a manifest's paths are relative to its own folder); a placeholder or
+    missing folder is an error saying how to set it."""
     root = cfg.data.root
-    if root is None:
+    placeholder = root is not None and (root in PLACEHOLDER_ROOTS or "PLACEHOLDER" in root.upper()
+                                        or (re.match(r"^[A-Za-z]:[\\/]", root) and not Path(root).exists()))
+    if root is None or (placeholder and cfg.data.manifest):  # a shipped config's placeholder with a manifest: unset
         if cfg.data.manifest is None:
             raise UsageError("no data: set data.root in the config or pass --data-root DIR "
                              "(or give data.manifest, a manifest CSV from `emodet data prepare`)")
         return None
-    if root in PLACEHOLDER_ROOTS or "PLACEHOLDER" in root.upper() or (re.match(r"^[A-Za-z]:[\\/]", root)
-                                                                         and not Path(root).exists()):
+    if placeholder:
         raise UsageError(f"data.root is a placeholder ({root!r}): pass --data-root DIR or set data.root in the config "
                          "to the folder holding your corpus")
     path = Path(root).expanduser()

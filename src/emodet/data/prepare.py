@@ -21,7 +21,7 @@ from .checks import warn_about_data
 from .corpora import CORPUS_NAMES, prepare_corpus
 from .dataset import locate, row_cache
 from .labels import CANONICAL_LABELS, load_label_map
-from .manifest import read_manifest, write_manifest
+from .manifest import read_manifest, resolve_path, write_manifest
 from .normalize import Normalizer
 from .splits import assign_splits
 
@@ -55,6 +55,7 @@ def load_rows(cfg: Config) -> tuple[list[dict], Path | None, Path | None]:
     if d.manifest:
         manifest_path = Path(d.manifest)
         rows = read_manifest(manifest_path)
+        check_manifest_files(rows, root, manifest_path)
     else:
         result = prepare_corpus(d.corpus, root, load_label_map(d.label_map), None, d.speaker_pattern)
         if not result.rows:
@@ -73,6 +74,18 @@ def load_rows(cfg: Config) -> tuple[list[dict], Path | None, Path | None]:
             log.info("  %d recording(s) with labels outside data.labels (%s) left out", outside, ", ".join(d.labels))
         rows = [r for r in rows if r["label"] in d.labels]
     return rows, manifest_path, root
+
+
+def check_manifest_files(rows: list[dict], root: Path | None, manifest_path: Path) -> None:
+    """Every file a manifest names exists; else an error with one missing file and what to pass."""
+    missing = [r["path"] for r in rows if not resolve_path(r["path"], root, manifest_path).is_file()]
+    if not missing:
+        return
+    where = f"data.root {root}" if root is not None else f"the manifest's own folder {manifest_path.parent}"
+    hint = ("pass --data-root DIR: the folder `emodet data prepare --root` was given, which a single corpus's "
+            "paths are relative to" if root is None else "check --data-root")
+    raise UsageError(f"manifest {manifest_path}: {len(missing)} of {len(rows)} files not found under {where} "
+                     f"(e.g. {missing[0]}); {hint}")
 
 
 def label_order(rows: list[dict]) -> list[str]:
