@@ -93,17 +93,13 @@ def test_bad_files_are_skipped_and_reported(corpus, tmp_path):
         FeatureCache(tmp_path / "c2", "mfcc").build(corpus, on_error="raise", progress=False)
 
 
-def test_cli_exit_codes_and_report(corpus, tmp_path):
+def test_cli_summary_counts_cached_entries(corpus, tmp_path):
+    """(Bad files through the CLI: tests/test_bad_inputs.py's catalogue.)"""
     ok = cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
     assert ok.returncode == 0, ok.stderr
     assert "45 files, 45 computed, 0 already cached, 0 failed" in ok.stdout
-    (corpus / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
-    bad = cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
-    assert bad.returncode == 1
-    assert "46 files, 0 computed, 45 already cached, 1 failed" in bad.stdout
-    assert "bad.wav" in bad.stderr and "report.json" in bad.stderr
-    stop = cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c3", "--on-error", "raise")
-    assert stop.returncode == 1 and "bad.wav" in stop.stderr and "Traceback" not in stop.stderr
+    again = cli("features", "--data-root", corpus, "--feature", "mfcc", "--cache-dir", tmp_path / "c", "--param", "n_mfcc=20")
+    assert again.returncode == 0 and "45 files, 0 computed, 45 already cached, 0 failed" in again.stdout
     usage = cli("features", "--data-root", corpus, "--cache-dir", tmp_path / "c", "--param", "n_mfcc")
     assert usage.returncode == 2 and "expected key=value" in usage.stderr
 

@@ -37,12 +37,22 @@ def test_class_absent_from_targets_is_left_out_of_uar():
     assert uar([0, 0, 1, 1], [0, 2, 1, 1], 3) == pytest.approx(0.75)
 
 
-def test_ties_go_to_the_first_label():
+def test_ties_go_to_the_first_label(tmp_path):
+    """Where emodet turns scores into a label (evaluation's metrics and predictions CSV, the runtime's answers),
+    equal scores give the first label."""
+    import csv
+
+    from emodet.evaluation.evaluate import metrics_for, write_predictions
+    from emodet.runtime.predictor import window_dicts
+
     logits = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
-    pred = logits.argmax(1).numpy()
-    assert pred.tolist() == [0, 1]
-    m = classification_metrics([0, 2], pred, ["a", "b", "c"])
-    assert m["confusion_matrix"][2][1] == 1 and m["uar"] == pytest.approx(0.5)
+    rows = [{"path": "x.wav", "speaker": "s", "label": "a"}, {"path": "y.wav", "speaker": "s", "label": "c"}]
+    m = metrics_for(rows, logits, ["a", "b", "c"])
+    assert m["confusion_matrix"][0][0] == 1 and m["confusion_matrix"][2][1] == 1 and m["uar"] == pytest.approx(0.5)
+    write_predictions(tmp_path / "p.csv", rows, logits, ["a", "b", "c"])
+    assert [r["predicted"] for r in csv.DictReader(open(tmp_path / "p.csv"))] == ["a", "b"]
+    tied = window_dicts(["a", "b", "c"], [(0.0, 1.0, np.array([0.2, 0.4, 0.4]))])
+    assert tied[0]["label"] == "b"
 
 
 def test_uar_is_balanced_accuracy():
