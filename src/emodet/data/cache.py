@@ -35,9 +35,9 @@ from ..core.audio import DEFAULT_SAMPLE_RATE, check_speed_factors
 from ..core.files import list_audio_files
 from ..core.progress import progress_bar
 from ..core.errors import AudioError, EmodetError, UsageError
-from ..features import compute_feature_from_file, get_feature_spec, load_plugins, resolve_params
+from ..features import (apply_view, check_feature_output, compute_feature_from_file, get_feature_spec, resolve_params)
 from ..core.io import atomic_save_npy, atomic_write_json, remove_stale_temp_files
-from .cache_report import BuildReport, in_shard, parse_shard
+from .cache_build import BuildReport, in_shard, init_worker, parse_shard, single_thread
 
 
 def file_signature(path: Path, sample: int = 65536) -> str:
@@ -64,12 +64,16 @@ class FeatureCache:
 
     def __init__(self, cache_dir: str | os.PathLike, feature: str, params: dict | None = None,
                  sr: int = DEFAULT_SAMPLE_RATE, mmap: bool = False, speed: float | None = None):
-        spec = get_feature_spec(feature)
+        self.spec = spec = get_feature_spec(feature)
         self.feature = spec.name
         self.params = resolve_params(feature, params)
         self.sr = int(sr)
         self.mmap = mmap
-        self.config = {"feature": self.feature, "params": self.params, "sample_rate": self.sr}
+        # a view's parameters (e.g. which encoder layers) select from an entry: not part of its key
+        stored = {k: v for k, v in self.params.items() if k not in spec.view_keys}
+        self.config = {"feature": self.feature, "params": stored, "sample_rate": self.sr}
+        if spec.identity is not None:  # what the name does not say (a model's content hash)
+            self.config["identity"] = spec.identity(self.params)
         if spec.native_rate:  # entries hold features of the files' own rates
             self.config["native_rate"] = True
         self.speed = None  # the recordings as they are (no factor, or 1)
@@ -91,7 +95,7 @@ class FeatureCache:
         """The cached features of ``root/relpath`` if a valid entry exists, else ``None``."""
         entry = self.entry_path(root, relpath)
         try:
-            return np.load(entry, mmap_mode="r" if self.mmap else None, allow_pickle=False)
+            return self._view(np.load(entry, mmap_mode="r" if self.mmap else None, allow_pickle=False))
         except FileNotFoundError:
             return None
 
@@ -99,20 +103,27 @@ class FeatureCache:
         """Cached features of ``root/relpath``, computed and stored first when missing."""
         entry = self.entry_path(root, relpath)
         try:
-            return np.load(entry, mmap_mode="r" if self.mmap else None, allow_pickle=False)
+            return self._view(np.load(entry, mmap_mode="r" if self.mmap else None, allow_pickle=False))
         except FileNotFoundError:
             feats, _ = self._compute_and_store(Path(root, relpath), entry)
-            return feats
+            return self._view(feats)
 
     def compute(self, path: str | os.PathLike) -> np.ndarray:
         """Features of one file, not cached: ``(features, frames)`` float32."""
         return compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed)[0]
 
+    def _view(self, stored: np.ndarray) -> np.ndarray:
+        return apply_view(self.spec, stored, self.params)
+
     def _compute_and_store(self, path: Path, entry: Path) -> tuple[np.ndarray, float]:
-        feats, seconds = compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed)
+        """The feature's full output (before its view) for one file, stored as an entry."""
+        feats, seconds = compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed, view=False)
+        self._store(entry, feats)
+        return feats, seconds
+
+    def _store(self, entry: Path, feats: np.ndarray) -> None:
         self._ensure_config()
         atomic_save_npy(entry, feats)
-        return feats, seconds
 
     def _ensure_config(self) -> None:
         if not (self.dir / "config.json").exists():
@@ -194,19 +205,60 @@ class FeatureCache:
 
     def _run(self, root: Path, todo: list[tuple[str, str]], workers: int, plugins: Iterable[str]):
         """Yield ``(relpath, seconds of audio or error message)`` for each item of ``todo``."""
+        if self.spec.batch_fn is not None and workers == 1:  # an encoder: batches, every thread
+            yield from self._run_batches(root, todo)
+            return
         if workers == 1 or len(todo) < 2:
-            with _single_thread():
+            with single_thread():
                 for rel, entry in todo:
                     yield rel, _build_one(self, root, rel, entry)
             return
         chunks = [todo[i::workers * 4] for i in range(workers * 4)]
         ctx = get_context("spawn")  # fork after torch has started threads can deadlock
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(list(plugins),)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(list(plugins),)) as pool:
             futures = [pool.submit(_build_chunk, self.root_dir, self.feature, self.params, self.sr, self.speed, str(root),
                                    chunk)
                        for chunk in chunks if chunk]
             for fut in futures:
                 yield from fut.result()
+
+
+    def _run_batches(self, root: Path, todo: list[tuple[str, str]], batch_seconds: float = 64.0):
+        """Length-sorted batches of up to ``batch_seconds`` of audio through the feature's ``batch_fn``
+        (a file that cannot be read is reported alone; the others still go through)."""
+        from ..core.audio import load_audio_with_rate, speed_perturb
+
+        order = sorted(todo, key=lambda item: os.stat(root / item[0]).st_size)
+        pending: list[tuple[str, str, np.ndarray]] = []
+        rate = None if self.spec.native_rate else self.sr
+
+        def flush():
+            wavs = [w for _, _, w in pending]
+            try:
+                outputs = self.spec.batch_fn(wavs, self.sr, self.params)
+            except EmodetError as exc:
+                outputs = [f"{root / rel}: {exc}" for rel, _, _ in pending]
+            for (rel, entry, wav), out in zip(pending, outputs):
+                if isinstance(out, str):
+                    yield rel, out
+                    continue
+                self._store(Path(entry), check_feature_output(self.feature, out))
+                yield rel, len(wav) / self.sr
+            pending.clear()
+
+        for rel, entry in order:
+            try:
+                wav, sr = load_audio_with_rate(root / rel, rate)
+            except AudioError as exc:
+                yield rel, str(exc)
+                continue
+            if self.speed is not None:
+                wav = speed_perturb(wav, sr, self.speed)
+            pending.append((rel, entry, wav))
+            if sum(len(w) for _, _, w in pending) >= batch_seconds * self.sr:
+                yield from flush()
+        if pending:
+            yield from flush()
 
 
 def _build_one(cache: FeatureCache, root: Path, rel: str, entry: str) -> float | str:
@@ -221,31 +273,9 @@ def _build_one(cache: FeatureCache, root: Path, rel: str, entry: str) -> float |
         return f"{root / rel}: out of memory computing features"
 
 
-def _init_worker(plugins: list[str]) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    load_plugins(plugins)
-
-
 def _build_chunk(cache_root, feature, params, sr, speed, root, chunk):
     cache = FeatureCache(cache_root, feature, params, sr, speed=speed)
     return [(rel, _build_one(cache, Path(root), rel, entry)) for rel, entry in chunk]
-
-
-class _single_thread:
-    """Run torch on one thread for many small transforms (faster, and fair to other processes)."""
-
-    def __enter__(self):
-        import torch
-
-        self._threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self._threads)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -6,6 +6,7 @@
 
 from .registry import (
     FeatureSpec,
+    apply_view,
     check_feature_output,
     compute_feature,
     compute_feature_from_file,
@@ -16,11 +17,12 @@ from .registry import (
     resolve_params,
 )
 from . import builtin as _builtin  # noqa: F401  (registers the built-ins)
+from . import encoders as _encoders  # noqa: F401  (registers the encoder family)
 from .plugins import load_plugin, load_plugins
 from .spectral import MFCC, AmplitudeToDB, LogMel, MelScale, Spectrogram, build_logmel, build_mfcc
 
 __all__ = [
-    "FeatureSpec", "register_feature", "get_feature", "get_feature_spec", "list_features", "resolve_params",
+    "FeatureSpec", "apply_view", "register_feature", "get_feature", "get_feature_spec", "list_features", "resolve_params",
     "compute_feature", "compute_feature_from_file", "check_feature_output", "load_plugin", "load_plugins",
     "Spectrogram", "MelScale", "AmplitudeToDB", "LogMel", "MFCC", "build_logmel", "build_mfcc",
 ]

@@ -24,6 +24,13 @@ class FeatureSpec:
     ``defaults`` is ``None`` for features that take any parameters (most plugins); otherwise
     only its keys are accepted. ``module_factory(sr, params) -> nn.Module`` is set for
     features that can run batched in torch and go inside an exported ONNX graph.
+
+    For features that are costly to compute (pretrained encoders): ``view(features, params)`` picks
+    what a run uses from what ``fn`` computed (e.g. some layers of all of them) and ``view_keys`` are
+    the parameters it reads, which the cache key leaves out, so a sweep over them computes nothing
+    again; ``identity(params) -> dict`` adds what the name does not say to the cache key (a model's
+    content hash); ``batch_fn(wavs, sr, params) -> [features]`` computes several recordings at once;
+    ``graph_only``: the torch-free runtime cannot compute it, so exported models carry it in the graph.
     """
 
     name: str
@@ -34,6 +41,11 @@ class FeatureSpec:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     native_rate: bool = False  # computed at each file's own sample rate, never resampled
     check_params: Callable[[dict], None] | None = None  # raises UsageError naming a bad parameter
+    view: Callable[[np.ndarray, dict], np.ndarray] | None = None
+    view_keys: tuple[str, ...] = ()
+    identity: Callable[[dict], dict] | None = None
+    batch_fn: Callable[[list, int, dict], list] | None = None
+    graph_only: bool = False
 
     @property
     def exportable(self) -> bool:
@@ -54,6 +66,7 @@ def register_feature(
     description: str | None = None,
     native_rate: bool = False,
     check_params: Callable[[dict], None] | None = None,
+    **extras,
 ) -> Callable[[FeatureFn], FeatureFn]:
     """Decorator registering ``fn(wav, sr, params) -> (features, frames)`` under ``name``.
 
@@ -62,6 +75,7 @@ def register_feature(
     ``check_params(resolved_params)`` runs when parameters are resolved (before any file is
     read) and raises ``UsageError`` naming the bad parameter.
     Registering a name (or alias) that is taken raises ``UsageError`` unless ``override=True``.
+    ``extras``: ``view``, ``view_keys``, ``identity``, ``batch_fn``, ``graph_only`` (see ``FeatureSpec``).
     """
     if not isinstance(name, str) or not name.strip():
         raise UsageError(f"feature name must be a non-empty string, got {name!r}")
@@ -80,7 +94,8 @@ def register_feature(
             for key in (name, *aliases):
                 _ALIASES.pop(key, None)
         doc = description if description is not None else (fn.__doc__ or "").strip().split("\n")[0]
-        _FEATURE_REGISTRY[name] = FeatureSpec(name, fn, defaults, module_factory, doc, tuple(aliases), native_rate, check_params)
+        _FEATURE_REGISTRY[name] = FeatureSpec(name, fn, defaults, module_factory, doc, tuple(aliases), native_rate,
+                                              check_params, **extras)
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
@@ -129,16 +144,22 @@ def resolve_params(name: str, params: dict | None) -> dict:
     return resolved
 
 
-def compute_feature(name: str, wav: np.ndarray, sr: int, params: dict | None = None) -> np.ndarray:
-    """Run feature ``name`` on one mono signal and check its output: ``(samples,) -> (features, frames)`` float32."""
+def compute_feature(name: str, wav: np.ndarray, sr: int, params: dict | None = None, view: bool = True) -> np.ndarray:
+    """Run feature ``name`` on one mono signal and check its output: ``(samples,) -> (features, frames)`` float32
+    (``view=False``: all the feature computes, before its ``view`` picks what the parameters ask for)."""
     spec = get_feature_spec(name)
     full = resolve_params(name, params)
-    out = spec.fn(wav, sr, full)
-    return check_feature_output(spec.name, out)
+    out = check_feature_output(spec.name, spec.fn(wav, sr, full))
+    return apply_view(spec, out, full) if view else out
+
+
+def apply_view(spec: FeatureSpec, features: np.ndarray, params: dict) -> np.ndarray:
+    """What a run uses of a feature's full output (the identity for features without a ``view``)."""
+    return np.ascontiguousarray(spec.view(features, params), dtype=np.float32) if spec.view is not None else features
 
 
 def compute_feature_from_file(name: str, path, sr: int, params: dict | None = None,
-                              speed: float | None = None) -> tuple[np.ndarray, float]:
+                              speed: float | None = None, view: bool = True) -> tuple[np.ndarray, float]:
     """Read ``path`` (at ``sr``, or at its own rate for a ``native_rate`` feature) and compute feature
     ``name``; returns ``(features, seconds of audio)``. ``speed``: of the recording played that many times
     as fast (``emodet.audio.speed_perturb``, an augmentation). Audio problems raise ``AudioError``."""
@@ -148,7 +169,7 @@ def compute_feature_from_file(name: str, path, sr: int, params: dict | None = No
     seconds = len(wav) / rate
     if speed is not None:
         wav = speed_perturb(wav, rate, speed)
-    return compute_feature(name, wav, rate, params), seconds
+    return compute_feature(name, wav, rate, params, view), seconds
 
 
 def check_feature_output(name: str, out: Any) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Bookkeeping of a cache build: the report it writes, and how files are split into shards."""
+"""A cache build's bookkeeping (its report, shards of files) and its worker processes."""
 
 from __future__ import annotations
 
@@ -56,3 +56,27 @@ class BuildReport:
         rt = f", {self.x_realtime:,.0f}x real time" if self.computed else ""
         return (f"{self.feature}: {self.total} files, {self.computed} computed, {self.cached} already cached, "
                 f"{len(self.failed)} failed in {self.wall_seconds:.2f} s{rt} -> {self.cache_dir}")
+
+
+def init_worker(plugins: list[str]) -> None:
+    import torch
+
+    from ..features import load_plugins
+
+    torch.set_num_threads(1)
+    load_plugins(plugins)
+
+
+class single_thread:
+    """Run torch on one thread for many small transforms (faster, and fair to other processes)."""
+
+    def __enter__(self):
+        import torch
+
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self._threads)

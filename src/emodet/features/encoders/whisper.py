@@ -1,0 +1,132 @@
+"""Whisper's log-mel front end and audio encoder as torch modules, at any input length.
+
+Parameter names follow transformers' ``WhisperEncoder`` (``conv1``, ``embed_positions``,
+``layers.N.self_attn.q_proj``, ...), so a transformers checkpoint's encoder weights load as they
+are; the offline Smart Turn encoder is converted to the same names. Unlike transformers, which
+insists on 30 s (or 8 s) of padded input, these take a recording at its own length: the
+positional embeddings are sliced to the frames present, and a batch's padding is masked out of
+attention, so an item gives the same states alone as padded in a batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ...core.filters import mel_filterbank
+
+
+class WhisperFrontEnd(nn.Module):
+    """``audio (B, N)``, ``lengths (B,)`` at 16 kHz -> log-mel ``(B, n_mels, N // hop)``, frame counts ``(B,)``.
+
+    transformers' ``WhisperFeatureExtractor`` on each item alone: optional zero-mean unit-variance
+    waveform normalisation (``do_normalize``), centred frames with reflect padding, periodic Hann
+    window, power spectrum, Slaney mel filters, ``log10`` floored at 1e-10, the last frame dropped,
+    values floored 8 below the item's maximum, then ``(x + 4) / 4``.
+    """
+
+    def __init__(self, n_mels: int = 80, n_fft: int = 400, hop: int = 160, sr: int = 16000, do_normalize: bool = False):
+        super().__init__()
+        self.n_fft, self.hop, self.do_normalize = n_fft, hop, do_normalize
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_filterbank(sr, n_fft, n_mels, 0.0, sr / 2)), persistent=False)
+        k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+        n = torch.arange(n_fft, dtype=torch.float64)[None, :]
+        basis = torch.cat([torch.cos(2 * math.pi * k * n / n_fft), -torch.sin(2 * math.pi * k * n / n_fft)])
+        self.register_buffer("dft", (basis * torch.hann_window(n_fft, periodic=True, dtype=torch.float64)).float(),
+                             persistent=False)  # (2 * bins, n_fft): window and DFT in one matrix, exportable
+
+    def frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.div(lengths, self.hop, rounding_mode="floor")
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = audio.shape[-1]
+        valid = torch.arange(n, device=audio.device)[None, :] < lengths[:, None]
+        x = audio * valid
+        if self.do_normalize:
+            count = lengths.clamp(min=1).to(x.dtype)[:, None]
+            mean = x.sum(-1, keepdim=True) / count
+            var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+            x = (x - mean) / torch.sqrt(var + 1e-7) * valid
+        half = self.n_fft // 2  # reflect padding at each item's own end (a batch's zeros never enter a frame)
+        p = torch.arange(-half, n + half, device=x.device)[None, :].expand(x.shape[0], -1)
+        last = (lengths - 1)[:, None]
+        p = torch.where(p < 0, -p, torch.where(p > last, 2 * last - p, p)).clamp(0, n - 1)
+        x = torch.gather(x, 1, p)
+        n_frames = n // self.hop  # the frame centred past the end is dropped, as transformers does
+        idx = torch.arange(n_frames, device=x.device)[:, None] * self.hop + torch.arange(self.n_fft, device=x.device)
+        frames = x[:, idx]  # (B, T, n_fft)
+        spec = torch.matmul(frames, self.dft.t())  # (B, T, 2 * bins)
+        bins = self.n_fft // 2 + 1
+        power = spec[..., :bins] ** 2 + spec[..., bins:] ** 2
+        logmel = torch.log10(torch.clamp(torch.matmul(power, self.mel.t()), min=1e-10)).transpose(1, 2)
+        count = self.frames(lengths)
+        mask = (torch.arange(n_frames, device=x.device)[None, :] < count[:, None])[:, None, :]
+        peak = torch.where(mask, logmel, torch.full_like(logmel, -1e4)).amax(dim=(1, 2), keepdim=True)
+        logmel = (torch.maximum(logmel, peak - 8.0) + 4.0) / 4.0
+        return logmel * mask, count
+
+
+class WhisperAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (p(x).reshape(b, t, self.heads, self.head_dim).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(~key_mask[:, None, None, :], -1e9)
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class WhisperLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn: int):
+        super().__init__()
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.self_attn = WhisperAttention(dim, heads)
+        self.final_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, ffn)
+        self.fc2 = nn.Linear(ffn, dim)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), key_mask)
+        return x + self.fc2(nn.functional.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class WhisperEncoder(nn.Module):
+    """``mel (B, n_mels, T)``, ``frames (B,)`` -> hidden states ``(L + 1, B, ceil(T / 2), d)`` and their lengths.
+
+    State 0 is the input embedding (convolutions + positions), state i the output of layer i, the
+    last one after the final layer norm: transformers' ``output_hidden_states``.
+    """
+
+    def __init__(self, n_mels: int = 80, d_model: int = 384, layers: int = 4, heads: int = 6, ffn: int = 1536,
+                 max_positions: int = 400):
+        super().__init__()
+        self.conv1 = nn.Conv1d(n_mels, d_model, 3, padding=1)
+        self.conv2 = nn.Conv1d(d_model, d_model, 3, stride=2, padding=1)
+        self.embed_positions = nn.Embedding(max_positions, d_model)
+        self.layers = nn.ModuleList(WhisperLayer(d_model, heads, ffn) for _ in range(layers))
+        self.layer_norm = nn.LayerNorm(d_model)
+        self.max_positions = max_positions
+
+    def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = nn.functional.gelu(self.conv1(mel))
+        h = nn.functional.gelu(self.conv2(h)).transpose(1, 2)  # (B, T', d)
+        lengths = torch.div(frames + 1, 2, rounding_mode="floor")
+        mask = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
+        h = h + self.embed_positions.weight[: h.shape[1]]
+        states = [h]
+        for i, layer in enumerate(self.layers):
+            h = layer(h, mask)
+            states.append(self.layer_norm(h) if i == len(self.layers) - 1 else h)
+        return torch.stack(states), lengths
