@@ -29,14 +29,17 @@ class WhisperBackbone(nn.Module):
     """Whisper front end + encoder over windows of at most ``window_frames`` log-mel frames: a longer
     recording is cut into equal windows (each within the model's positional span), their states joined."""
 
-    def __init__(self, config: dict, window_frames: int):
+    def __init__(self, config: dict, window_frames: int, pad_to_window: bool = False):
         super().__init__()
         self.frontend = WhisperFrontEnd(config["n_mels"], do_normalize=config.get("do_normalize", False))
         self.encoder = WhisperEncoder(config["n_mels"], config["d_model"], config["layers"], config["heads"],
                                       config["ffn"], config["max_positions"])
         self.window = min(int(window_frames), 2 * config["max_positions"])
+        self.pad_to_window = pad_to_window
 
     def states(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pad_to_window:
+            return self._padded_states(audio, lengths)
         mel, frames = self.frontend(audio, lengths)
         b, n_mels, t = mel.shape
         n_win = (t + self.window - 1) // self.window
@@ -50,6 +53,23 @@ class WhisperBackbone(nn.Module):
         states = states.reshape(n_states, b, n_win * t_out, dim)
         valid = torch.arange(t_out, device=mel.device)[None, :] < win_lengths[:, None]  # (B*W, T')
         return states, valid.reshape(b, n_win * t_out)
+
+
+    def _padded_states(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The way Smart Turn runs its encoder: each recording at the end of a window of zeros (its last
+        window's worth, if longer), the whole window normalised and encoded; only the recording's own
+        frames are pooled. Costs a full window whatever the recording's length."""
+        width = self.window * self.frontend.hop
+        b, n = audio.shape
+        keep = lengths.clamp(max=width)
+        source = lengths[:, None] - keep[:, None] + torch.arange(width, device=audio.device)[None, :] - (width - keep)[:, None]
+        inside = source >= lengths[:, None] - keep[:, None]
+        padded = torch.gather(audio, 1, source.clamp(0, n - 1)) * inside
+        mel, frames = self.frontend(padded, torch.full_like(lengths, width))
+        states, out_lengths = self.encoder(mel, frames)
+        positions = torch.arange(states.shape[2], device=audio.device)[None, :]
+        own = torch.div(self.frontend.frames(keep) + 1, 2, rounding_mode="floor")
+        return states, positions >= (out_lengths - own)[:, None]
 
 
 class HFBackbone(nn.Module):
@@ -90,11 +110,11 @@ def model_info(name: str) -> dict:
             "hash": _hf_hash(name)}
 
 
-def build_backbone(name: str, window_seconds: float) -> nn.Module:
+def build_backbone(name: str, window_seconds: float, pad_to_window: bool = False) -> nn.Module:
     """The backbone of encoder ``name`` in eval mode, weights loaded."""
     if name == smart_turn.NAME:
         config, weights = smart_turn.load_smart_turn()
-        backbone = WhisperBackbone(config, int(window_seconds * 100))
+        backbone = WhisperBackbone(config, int(window_seconds * 100), pad_to_window)
         backbone.encoder.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         return backbone.eval()
     config = _hf_config(name)
@@ -108,7 +128,7 @@ def build_backbone(name: str, window_seconds: float) -> nn.Module:
         shape = {"n_mels": config.num_mel_bins, "d_model": config.d_model, "layers": config.encoder_layers,
                  "heads": config.encoder_attention_heads, "ffn": config.encoder_ffn_dim,
                  "max_positions": config.max_source_positions, "do_normalize": bool(getattr(extractor, "do_normalize", False))}
-        backbone = WhisperBackbone(shape, int(window_seconds * 100))
+        backbone = WhisperBackbone(shape, int(window_seconds * 100), pad_to_window)
         backbone.encoder.load_state_dict(hf.encoder.state_dict(), strict=False)
         return backbone.eval()
     model = AutoModel.from_pretrained(name, local_files_only=_offline(name))

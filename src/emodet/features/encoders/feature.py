@@ -12,6 +12,8 @@ frame-level states ``((L + 1) * D, frames)`` for heads that pool themselves. Par
 - ``pooling``: ``meanstd``, ``mean`` or ``none``;
 - ``window_seconds``: longest window the encoder sees (Whisper models: at most their span, 8 s for
   Smart Turn); longer recordings are cut into equal windows whose states are pooled together;
+- ``pad_to_window``: Whisper models only: each recording at the end of a full window of zeros, as Smart
+  Turn was trained (costs the whole window whatever the recording's length; default: its own length);
 - ``dtype``: ``float32``, or ``float16`` / ``bfloat16`` on a GPU.
 """
 
@@ -27,7 +29,7 @@ from torch import nn
 from ...core.errors import UsageError
 
 ENCODER_DEFAULTS = {"model": "smart-turn-v3.2", "layers": "all", "pooling": "meanstd", "window_seconds": 8.0,
-                    "dtype": "float32"}
+                    "pad_to_window": False, "dtype": "float32"}
 POOLINGS = ("meanstd", "mean", "none")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -74,6 +76,9 @@ def check_params(params: dict) -> None:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0.5:
         raise UsageError(f"feature parameter 'window_seconds' must be a number of seconds above 0.5, got {seconds!r}")
     info = model_info(str(params["model"]))
+    if params["pad_to_window"] not in (True, False) or (params["pad_to_window"] and info["family"] != "whisper"):
+        raise UsageError(f"feature parameter 'pad_to_window' must be true or false (true for Whisper models only), "
+                         f"got {params['pad_to_window']!r} for a {info['family']} model")
     if info["max_seconds"] and seconds > info["max_seconds"]:
         raise UsageError(f"feature parameter 'window_seconds' {seconds} is longer than encoder {params['model']!r} "
                          f"sees at once ({info['max_seconds']:g} s); give at most that")
@@ -119,14 +124,14 @@ _LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)
-def _extractor(model: str, pooling: str, window_seconds: float, dtype: str) -> tuple[EncoderFeatures, torch.device]:
+def _extractor(model: str, pooling: str, window_seconds: float, pad: bool, dtype: str) -> tuple[EncoderFeatures, torch.device]:
     from .backbones import build_backbone
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dtype != "float32" and device.type != "cuda":
         raise UsageError(f"feature parameter 'dtype' {dtype}: half precision is for GPUs; this machine has none "
                          "(use float32)")
-    module = EncoderFeatures(build_backbone(model, window_seconds), pooling, None).eval()
+    module = EncoderFeatures(build_backbone(model, window_seconds, pad), pooling, None).eval()
     return module.to(device=device, dtype=DTYPES[dtype]), device
 
 
@@ -136,7 +141,7 @@ def compute_batch(wavs: list[np.ndarray], sr: int, params: dict) -> list[np.ndar
         raise UsageError(f"encoder features need 16 kHz audio (data.sample_rate: 16000), got {sr}")
     with _LOCK:
         module, device = _extractor(str(params["model"]), params["pooling"], float(params["window_seconds"]),
-                                    params["dtype"])
+                                    bool(params["pad_to_window"]), params["dtype"])
     lengths = torch.tensor([len(w) for w in wavs])
     audio = torch.zeros(len(wavs), int(lengths.max()))
     for i, w in enumerate(wavs):
@@ -156,5 +161,5 @@ def build_module(sr: int, params: dict) -> EncoderFeatures:
     from .backbones import build_backbone, model_info
 
     chosen = layer_indices(params, model_info(str(params["model"]))["layers"] + 1)
-    return EncoderFeatures(build_backbone(str(params["model"]), float(params["window_seconds"])), params["pooling"],
-                           chosen).eval()
+    backbone = build_backbone(str(params["model"]), float(params["window_seconds"]), bool(params["pad_to_window"]))
+    return EncoderFeatures(backbone, params["pooling"], chosen).eval()
