@@ -7,11 +7,12 @@ Layout under ``cache_dir``::
         report.json                   the last build's summary and its failed files
         <aa>/<path hash>-<file hash>.npy
 
-``path hash`` is the hash of the file's path relative to the data root; ``file hash`` is the
-hash of its size, modification time and content (its first and last 64 KB), so two corpora
-with the same file names in one cache folder never share entries, and a moved corpus keeps its
-cache. Changing a parameter selects another folder (all recomputed); touching a file changes
-its entry name (only it recomputed, the old entry is removed). Entries appear by ``os.replace`` only, so a build killed at any moment leaves
+``path hash`` is the hash of the file's absolute path (so a corpus named through its root, a
+manifest's folder or a link finds the same entries); ``file hash`` is the hash of its size,
+modification time and content (its first and last 64 KB), so two files that once had one path,
+or two corpora with the same file names, never share entries. Changing a parameter selects
+another folder (all recomputed); touching a file changes its entry name (only it recomputed,
+the old entry is removed); a moved corpus computes its entries again. Entries appear by ``os.replace`` only, so a build killed at any moment leaves
 complete entries and temporary files, which the next build removes; two builds at once
 write the same bytes to the same names and never corrupt each other.
 """
@@ -88,8 +89,9 @@ class FeatureCache:
     # -- entries -------------------------------------------------------------------------
     def entry_path(self, root: str | os.PathLike, relpath: str) -> Path:
         """Where the features of ``root/relpath`` are stored (the file must exist)."""
-        path_hash = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:20]
-        return self.dir / path_hash[:2] / f"{path_hash}-{file_signature(Path(root, relpath))}.npy"
+        path = Path(root, relpath)
+        path_hash = hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:20]
+        return self.dir / path_hash[:2] / f"{path_hash}-{file_signature(path)}.npy"
 
     def get(self, root: str | os.PathLike, relpath: str) -> np.ndarray | None:
         """The cached features of ``root/relpath`` if a valid entry exists, else ``None``."""
