@@ -114,17 +114,17 @@ def test_speed_perturbation_adds_training_copies_only(tmp_path, synth_corpus):
     assert len(data.augmented) == 2 * len(train) and len(data.rows) == 45  # the rows themselves unchanged
     assert {r["path"] for r in data.augmented} == {r["path"] for r in train}
     assert {(r["speaker"], r["speed"]) for r in data.augmented} == {(r["speaker"], f) for r in train for f in (0.9, 1.1)}
-    for factor, cache in data.speed_caches.items():  # a folder of their own, training files only
-        assert json.loads((cache.dir / "config.json").read_text())["speed"] == factor
+    for name, cache in data.variant_caches.items():  # a folder of their own, training files only
+        assert name == f"speed{cache.speed:g}" and json.loads((cache.dir / "config.json").read_text())["speed"] == cache.speed
         assert len(list(cache.dir.glob("*/*.npy"))) == len(train)
     row = train[0]
-    slow, plain = data.load({**row, "speed": 0.9}), data.load(row)
+    slow, plain = data.load({**row, "variant": "speed0.9"}), data.load(row)
     assert slow.shape[1] > plain.shape[1]  # 10% slower: more frames
     normalizer = fit_normalizer(cfg, data)  # each (speaker, factor) its own statistics
     assert set(normalizer.groups) == {r["speaker"] for r in data.rows} | {f"{r['speaker']}@speed{f}" for r in train
                                                                           for f in ("0.9", "1.1")}
     assert not np.allclose(normalizer.groups[row["speaker"]][0], normalizer.groups[row["speaker"] + "@speed0.9"][0])
     metrics = run_experiment(cfg, "sp", tmp_path / "runs", progress=False)
-    assert metrics["speed_perturbed_copies"] == {"0.9": len(train), "1.1": len(train)}
+    assert metrics["augmented_copies"] == {"speed0.9": len(train), "speed1.1": len(train)}
     manifest = list(csv.DictReader(open(tmp_path / "runs" / "sp" / "manifest.csv")))
     assert len(manifest) == 45 and not any("@" in r["speaker"] for r in manifest)

@@ -89,6 +89,22 @@ class LossConfig(Section):
 
 
 @dataclass
+class WaveformAugmentConfig(Section):
+    """Cached augmented copies of the training recordings (emodet.data.augment); probabilities per copy."""
+
+    copies: int = option(0, int)  # augmented copies of each training recording (0: none)
+    noise: float = option(0.5, *NUM)
+    snr_db: list = option([0, 20], list)
+    noise_kinds: list = option(["white", "pink", "brown", "babble"], list)
+    noise_dir: str | None = option(None, *OPT_STR)  # a folder of noise recordings (e.g. MUSAN)
+    reverb: float = option(0.5, *NUM)
+    rt60: list = option([0.2, 1.0], list)
+    rir_dir: str | None = option(None, *OPT_STR)  # a folder of room impulse responses
+    codec: float = option(0.3, *NUM)  # telephone band, MP3 32 kb/s, Opus 16 kb/s, GSM
+    gain: float = option(0.3, *NUM)  # -30 to +6 dB, sometimes clipped
+
+
+@dataclass
 class AugmentConfig(Section):
     specaugment: bool = option(False, bool)
     freq_masks: int = option(2, int)
@@ -97,6 +113,7 @@ class AugmentConfig(Section):
     time_width: int = option(20, int)
     mixup: float = option(0.0, *NUM)  # Beta(alpha, alpha); 0 disables
     speed: list = option([], list)  # speed-perturbation factors, e.g. [0.9, 1.1]: one extra training copy each
+    waveform: WaveformAugmentConfig = section(WaveformAugmentConfig)
 
 
 @dataclass
@@ -170,6 +187,7 @@ class Config(Section):
         if t.distill.temperature <= 0:
             raise UsageError(f"training.distill.temperature must be positive, got {t.distill.temperature}")
         check_speed_factors(t.augment.speed, "training.augment.speed")
+        check_waveform_augment(t.augment.waveform)
         if d.max_seconds is not None and d.max_seconds <= 0:
             raise UsageError(f"data.max_seconds must be positive or null, got {d.max_seconds}")
         if d.labels is not None and (len(d.labels) < 2 or not all(isinstance(x, str) for x in d.labels)):
@@ -178,6 +196,30 @@ class Config(Section):
 
 
 TrainConfig = TrainingConfig  # the name train_loop's callers know
+
+
+def check_waveform_augment(w: WaveformAugmentConfig) -> None:
+    """Probabilities in [0, 1], ranges as [low, high], known noise kinds, folders that exist."""
+    from .data.augment import NOISE_KINDS
+
+    where = "training.augment.waveform"
+    if w.copies < 0:
+        raise UsageError(f"{where}.copies must be 0 or more, got {w.copies}")
+    for key in ("noise", "reverb", "codec", "gain"):
+        if not 0 <= getattr(w, key) <= 1:
+            raise UsageError(f"{where}.{key} is a probability in [0, 1], got {getattr(w, key)}")
+    for key, low in (("snr_db", -20), ("rt60", 0.05)):
+        pair = getattr(w, key)
+        if len(pair) != 2 or not all(isinstance(v, (int, float)) for v in pair) or not low <= pair[0] <= pair[1]:
+            raise UsageError(f"{where}.{key} must be [low, high] with {low} <= low <= high, got {pair}")
+    unknown = [k for k in w.noise_kinds if k not in NOISE_KINDS]
+    if unknown or not w.noise_kinds:
+        raise UsageError(f"{where}.noise_kinds: {unknown[0] if unknown else 'empty'!r}; valid kinds: "
+                         f"{', '.join(NOISE_KINDS)}")
+    for key in ("noise_dir", "rir_dir"):
+        folder = getattr(w, key)
+        if folder is not None and not Path(folder).is_dir():
+            raise UsageError(f"{where}.{key} {folder!r}: no such folder")
 
 
 def config_differences(a: "Config | dict", b: "Config | dict", keys_local: frozenset = frozenset()) -> list[str]:

@@ -60,11 +60,12 @@ class FeatureCache:
     ``FeatureCache(cache_dir, "mfcc", {"n_mfcc": 40}, sr=16000)``; ``get(root, relpath)``
     returns ``(features, frames)`` float32 or ``None``; ``load(root, relpath)`` computes and
     stores what is missing; ``build(root)`` fills the cache for every audio file.
-    ``speed``: features of the files speed-perturbed by that factor (augmentation; a folder of its own).
+    ``speed``: features of the files speed-perturbed by that factor; ``augment``: of one augmented copy of
+    them (``emodet.data.augment.AugmentCopy``); each a folder of its own.
     """
 
     def __init__(self, cache_dir: str | os.PathLike, feature: str, params: dict | None = None,
-                 sr: int = DEFAULT_SAMPLE_RATE, mmap: bool = False, speed: float | None = None):
+                 sr: int = DEFAULT_SAMPLE_RATE, mmap: bool = False, speed: float | None = None, augment=None):
         self.spec = spec = get_feature_spec(feature)
         self.feature = spec.name
         self.params = resolve_params(feature, params)
@@ -81,6 +82,9 @@ class FeatureCache:
         if speed is not None and speed != 1:
             check_speed_factors([speed], "speed")  # refused here, not as an error on every file of a build
             self.speed = self.config["speed"] = float(speed)
+        self.augment = augment
+        if augment is not None:
+            self.config["augment"] = augment.key()
         digest = hashlib.sha1(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()
         self.config_hash = digest[:12]
         self.root_dir = Path(cache_dir)
@@ -112,14 +116,16 @@ class FeatureCache:
 
     def compute(self, path: str | os.PathLike) -> np.ndarray:
         """Features of one file, not cached: ``(features, frames)`` float32."""
-        return compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed)[0]
+        return compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed,
+                                         transform=self.augment)[0]
 
     def _view(self, stored: np.ndarray) -> np.ndarray:
         return apply_view(self.spec, stored, self.params)
 
     def _compute_and_store(self, path: Path, entry: Path) -> tuple[np.ndarray, float]:
         """The feature's full output (before its view) for one file, stored as an entry."""
-        feats, seconds = compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed, view=False)
+        feats, seconds = compute_feature_from_file(self.feature, path, self.sr, self.params, self.speed, view=False,
+                                                   transform=self.augment)
         self._store(entry, feats)
         return feats, seconds
 
@@ -218,7 +224,8 @@ class FeatureCache:
         chunks = [todo[i::workers * 4] for i in range(workers * 4)]
         ctx = get_context("spawn")  # fork after torch has started threads can deadlock
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(list(plugins),)) as pool:
-            futures = [pool.submit(_build_chunk, self.root_dir, self.feature, self.params, self.sr, self.speed, str(root),
+            futures = [pool.submit(_build_chunk, self.root_dir, self.feature, self.params, self.sr, self.speed, self.augment,
+                                   str(root),
                                    chunk)
                        for chunk in chunks if chunk]
             for fut in futures:
@@ -256,6 +263,8 @@ class FeatureCache:
                 continue
             if self.speed is not None:
                 wav = speed_perturb(wav, sr, self.speed)
+            if self.augment is not None:
+                wav = self.augment(wav, sr, str((root / rel).resolve()))
             pending.append((rel, entry, wav))
             if sum(len(w) for _, _, w in pending) >= batch_seconds * self.sr:
                 yield from flush()
@@ -275,8 +284,8 @@ def _build_one(cache: FeatureCache, root: Path, rel: str, entry: str) -> float |
         return f"{root / rel}: out of memory computing features"
 
 
-def _build_chunk(cache_root, feature, params, sr, speed, root, chunk):
-    cache = FeatureCache(cache_root, feature, params, sr, speed=speed)
+def _build_chunk(cache_root, feature, params, sr, speed, augment, root, chunk):
+    cache = FeatureCache(cache_root, feature, params, sr, speed=speed, augment=augment)
     return [(rel, _build_one(cache, Path(root), rel, entry)) for rel, entry in chunk]
 
 

@@ -54,9 +54,10 @@ def frames_for_seconds(seconds: float | None, cache: FeatureCache) -> int | None
     return max(1, int(math.ceil(seconds * cache.sr / hop)))
 
 
-def row_cache(row: dict, cache: FeatureCache, speed_caches: dict | None) -> FeatureCache:
-    """The cache holding a row's features: a speed-perturbed copy's (a ``speed`` key) is its factor's."""
-    return speed_caches[row["speed"]] if row.get("speed") else cache
+def row_cache(row: dict, cache: FeatureCache, variant_caches: dict | None) -> FeatureCache:
+    """The cache holding a row's features: an augmented training copy's (a ``variant`` key, e.g. ``speed0.9``
+    or ``aug1``) is its variant's."""
+    return variant_caches[row["variant"]] if row.get("variant") else cache
 
 
 class FeatureDataset(Dataset):
@@ -67,17 +68,17 @@ class FeatureDataset(Dataset):
     ``max_seconds`` and ``crop_eval=True``, its first ``max_seconds``). Missing cache entries
     are computed and stored. ``preload`` keeps every item in memory after the first read.
     ``extras`` (one entry a row, e.g. a teacher's logits) makes items 4-tuples. A row with a
-    ``speed`` key (a speed-perturbed training copy) reads its features from ``speed_caches[speed]``.
+    ``variant`` key (an augmented training copy) reads its features from ``variant_caches[variant]``.
     """
 
     def __init__(self, rows: list[dict], root: str | Path | None, cache: FeatureCache, labels: list[str], *,
                  train: bool = False, max_seconds: float | None = None, normalizer: Normalizer | None = None,
                  preload: bool = True, manifest_path: str | Path | None = None, crop_eval: bool = False,
-                 extras=None, speed_caches: dict | None = None):
+                 extras=None, variant_caches: dict | None = None):
         if extras is not None and len(extras) != len(rows):
             raise ValueError(f"extras has {len(extras)} entries for {len(rows)} rows")
         self.extras = extras
-        self.speed_caches = speed_caches or {}
+        self.variant_caches = variant_caches or {}
         self.rows = list(rows)
         self.root = Path(root) if root is not None else None
         self.cache = cache
@@ -101,7 +102,7 @@ class FeatureDataset(Dataset):
         row = self.rows[i]
         base, rel = locate(row["path"], self.root, self.manifest_path)
         try:
-            feats = np.asarray(row_cache(row, self.cache, self.speed_caches).load(base, rel), dtype=np.float32)
+            feats = np.asarray(row_cache(row, self.cache, self.variant_caches).load(base, rel), dtype=np.float32)
         except FileNotFoundError:
             raise UsageError(f"{self.manifest_path or 'manifest'}, row {i + 1}: file not found: {Path(base, rel)}") from None
         if self._memory is not None:

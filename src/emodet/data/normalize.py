@@ -31,12 +31,12 @@ GROUPED_MODES = ("corpus", "speaker")  # statistics per group of recordings, nee
 
 
 def norm_group(mode: str, row: dict) -> str:
-    """The group whose statistics normalise ``row``: its speaker or its corpus (a speed-perturbed copy
-    is a group of its own: to the features a perturbed voice is another voice)."""
-    speed = f"@speed{float(row['speed']):g}" if row.get("speed") else ""
+    """The group whose statistics normalise ``row``: its speaker or its corpus (an augmented training copy,
+    e.g. speed-perturbed, is a group of its own: to the features a perturbed voice is another voice)."""
+    variant = f"@{row['variant']}" if row.get("variant") else ""
     if mode == "speaker":
-        return f"{row['speaker']}{speed}"
-    return f"{row.get('corpus') or 'corpus'}{speed}"
+        return f"{row['speaker']}{variant}"
+    return f"{row.get('corpus') or 'corpus'}{variant}"
 
 
 @dataclass

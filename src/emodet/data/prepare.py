@@ -1,5 +1,6 @@
 """Data for one experiment: manifest rows (given, or parsed from the data root), labels, the split,
-and a complete feature cache (with speed-perturbed copies of the training recordings when asked).
+and a complete feature cache (with augmented copies of the training recordings when asked: speed-perturbed,
+and noise / reverberation / codec copies of ``training.augment.waveform``).
 
     data = prepare_data(cfg, run_dir)       # PreparedData: rows with a split, labels, cache, skipped files
     normalizer = fit_normalizer(cfg, data)
@@ -16,6 +17,7 @@ from ..config import Config, check_data_root
 from ..core.errors import UsageError
 from ..core.io import atomic_write_csv
 from ..features import load_plugins
+from .augment import AugmentCopy
 from .cache import FeatureCache
 from .checks import warn_about_data
 from .corpora import CORPUS_NAMES, prepare_corpus
@@ -36,12 +38,12 @@ class PreparedData:
     labels: list
     cache: FeatureCache
     skipped: list
-    augmented: list = field(default_factory=list)  # speed-perturbed copies of training rows (a ``speed`` key each)
-    speed_caches: dict = field(default_factory=dict)  # factor -> FeatureCache of the perturbed features
+    augmented: list = field(default_factory=list)  # augmented copies of training rows (a ``variant`` key each)
+    variant_caches: dict = field(default_factory=dict)  # variant (speed0.9, aug1) -> FeatureCache of its features
 
     def load(self, row: dict):
         """Cached features of a row (a perturbed copy's from its factor's cache)."""
-        return row_cache(row, self.cache, self.speed_caches).load(*locate(row["path"], self.root, self.manifest_path))
+        return row_cache(row, self.cache, self.variant_caches).load(*locate(row["path"], self.root, self.manifest_path))
 
     def split(self, name: str) -> list[dict]:
         return [r for r in self.rows if r.get("split") == name]
@@ -136,32 +138,38 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
     es = cfg.training.early_stopping
     warn_about_data(rows, labels, selects_on_val=es.select == "best" or es.patience > 0)
 
-    def new_cache(speed=None) -> FeatureCache:
+    def new_cache(speed=None, augment=None) -> FeatureCache:
         f = cfg.features
-        return FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate, speed=speed)
+        return FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate, speed=speed, augment=augment)
 
     cache = new_cache()
     rows, skipped = build_features(cache, rows, root, manifest_path, cfg.features.plugins, progress)
     for s in skipped:
         log.info("  skipped: %s", s["error"])
-    augmented, speed_caches = [], {}
-    for factor in cfg.training.augment.speed:  # training recordings only; each copy a normalisation group of its own
-        speed_caches[factor] = new_cache(factor)
-        kept, failed = build_features(speed_caches[factor], [r for r in rows if r.get("split") == "train"], root,
-                                      manifest_path, cfg.features.plugins, progress)
-        augmented += [{**r, "speed": factor} for r in kept]
+    train = [r for r in rows if r.get("split") == "train"]
+    variants = {f"speed{f:g}": new_cache(speed=f) for f in cfg.training.augment.speed}
+    waveform = cfg.training.augment.waveform
+    if waveform.copies:
+        pool = tuple(str(resolve_path(r["path"], root, manifest_path)) for r in train)  # babble's other talkers
+        spec = waveform.to_dict()
+        variants.update({f"aug{k}": new_cache(augment=AugmentCopy(spec, k, cfg.training.seed, pool))
+                         for k in range(waveform.copies)})
+    augmented = []
+    for name, variant in variants.items():  # training recordings only; each copy a normalisation group of its own
+        kept, failed = build_features(variant, train, root, manifest_path, cfg.features.plugins, progress)
+        augmented += [{**r, "variant": name, **({"speed": variant.speed} if variant.speed else {})} for r in kept]
         for s in failed:
-            log.info("  no speed %g copy: %s", factor, s["error"])
+            log.info("  no %s copy: %s", name, s["error"])
     if run_dir is not None:
         write_manifest(run_dir / "manifest.csv", rows)
         if skipped:
             atomic_write_csv(run_dir / "skipped.csv", skipped, ["path", "error"])
-    return PreparedData(rows, root, manifest_path, labels, cache, skipped, augmented, speed_caches)
+    return PreparedData(rows, root, manifest_path, labels, cache, skipped, augmented, variants)
 
 
 def fit_normalizer(cfg: Config, data: PreparedData) -> Normalizer:
     """``global``: statistics of the training split; ``speaker`` / ``corpus``: each group's own recordings
-    (a speed-perturbed copy's group: its copies)."""
+    (an augmented copy's group: its copies)."""
     mode = cfg.data.normalize
     train_only = mode == "global"
     rows = [r for r in data.rows if r.get("split") == "train"] if train_only else data.rows
@@ -184,7 +192,7 @@ def make_loaders(cfg: Config, data: PreparedData, normalizer: Normalizer, rows_b
         train = split == "train"
         ds = FeatureDataset(rows, data.root, data.cache, data.labels, train=train, max_seconds=d.max_seconds,
                             normalizer=normalizer, manifest_path=data.manifest_path,
-                            extras=train_extras if train else None, speed_caches=data.speed_caches)
+                            extras=train_extras if train else None, variant_caches=data.variant_caches)
         if not len(ds) and (distributed is None or split != "val"):
             raise UsageError(f"the {split} split is empty; check data.split (val/test speakers) and data.labels")
         collate = pad_collate

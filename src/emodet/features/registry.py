@@ -7,6 +7,7 @@ returning ``(features, frames)`` float32 (a 1-D vector of functionals is taken a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -159,16 +160,19 @@ def apply_view(spec: FeatureSpec, features: np.ndarray, params: dict) -> np.ndar
 
 
 def compute_feature_from_file(name: str, path, sr: int, params: dict | None = None,
-                              speed: float | None = None, view: bool = True) -> tuple[np.ndarray, float]:
+                              speed: float | None = None, view: bool = True, transform=None) -> tuple[np.ndarray, float]:
     """Read ``path`` (at ``sr``, or at its own rate for a ``native_rate`` feature) and compute feature
     ``name``; returns ``(features, seconds of audio)``. ``speed``: of the recording played that many times
-    as fast (``emodet.audio.speed_perturb``, an augmentation). Audio problems raise ``AudioError``."""
+    as fast (``emodet.core.audio.speed_perturb``, an augmentation); ``transform(wav, rate, path)``: another
+    augmentation of the waveform (``emodet.data.augment.AugmentCopy``). Audio problems raise ``AudioError``."""
     from ..core.audio import load_audio_with_rate, speed_perturb
 
     wav, rate = load_audio_with_rate(path, None if get_feature_spec(name).native_rate else sr)
     seconds = len(wav) / rate
     if speed is not None:
         wav = speed_perturb(wav, rate, speed)
+    if transform is not None:
+        wav = transform(wav, rate, str(Path(path).resolve()))
     return compute_feature(name, wav, rate, params, view), seconds
 
 

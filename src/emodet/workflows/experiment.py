@@ -70,7 +70,7 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
     if is_main:
         log.info("%s: %s (%s, %s parameters) on %s; %d train%s / %d val / %d test recordings; labels %s", run_name,
                  cfg.model.name, cfg.model.preset, f"{count_parameters(model):,}", cfg.features.type,
-                 len(by_split["train"]), f" (with {len(data.augmented)} speed-perturbed copies)" if data.augmented
+                 len(by_split["train"]), f" (with {len(data.augmented)} augmented copies)" if data.augmented
                  else "", len(by_split["val"]), len(by_split["test"]), ", ".join(data.labels))
     writer = _tensorboard(run_dir) if is_main else None
     result = train_loop(model, loaders["train"], loaders.get("val"), training, data.labels,
@@ -176,8 +176,7 @@ def _finish(cfg: Config, run_name: str, run_dir: Path, model, data: PreparedData
     metrics["normalizer"] = normalizer.to_dict()
     metrics["skipped_files"] = len(data.skipped)
     if data.augmented:
-        metrics["speed_perturbed_copies"] = {f"{f:g}": sum(1 for r in data.augmented if r["speed"] == f)
-                                             for f in data.speed_caches}
+        metrics["augmented_copies"] = {v: sum(1 for r in data.augmented if r["variant"] == v) for v in data.variant_caches}
     atomic_write_json(run_dir / "metrics.json", metrics)
     shown = next((s for s in ("test", "val") if s in metrics), None)
     if shown:
