@@ -20,7 +20,8 @@ def quiet():
     """The exporter prints progress and warnings about optional packages; keep them off the user's screen."""
     # the root logger too: ONNX Runtime's quantiser warns through logging.warning ("Please consider to run
     # pre-processing ...") about a step that does not apply to these small graphs
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", None)]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnxruntime",
+                                              None)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

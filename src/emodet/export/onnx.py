@@ -37,7 +37,9 @@ class DeployModel(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, norm_mean: torch.Tensor | None = None,
                 norm_std: torch.Tensor | None = None) -> torch.Tensor:
-        if self.frontend is not None:
+        if getattr(self.frontend, "takes_lengths", False):  # e.g. an encoder: it pools over each item's length
+            x, lengths = self.frontend(x, lengths)
+        elif self.frontend is not None:
             x = self.frontend(x)
             lengths = torch.div(lengths, self.hop, rounding_mode="floor") + 1
         if self.mode == "global":
@@ -63,7 +65,9 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
     load_plugins(info.plugins)
     spec = get_feature_spec(info.feature)
     sr = info.sample_rate
-    frame_params = resolve_frame_params(sr, info.feature_params) if spec.exportable else dict(info.feature_params)
+    with_features = with_features or spec.graph_only  # the runtime cannot compute it: it goes in the graph
+    spectral = spec.exportable and not spec.graph_only
+    frame_params = resolve_frame_params(sr, info.feature_params) if spectral else dict(info.feature_params)
     if with_features and not spec.exportable:
         raise UsageError(f"feature {info.feature!r} cannot go inside an ONNX graph (it is not a torch module: "
                          "a numpy plugin or openSMILE); export without --with-features and compute the features "
@@ -72,17 +76,21 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
         raise UsageError(f"--quantize {quantize!r}: the valid value is int8")
     model = load_predictor(run_dir).eval()
     frontend = None
-    if with_features:  # the two-stage matmul DFT: ONNX Runtime's STFT operator is about 3x slower on CPU
+    if with_features and spectral:  # the two-stage matmul DFT: ONNX Runtime's STFT operator is about 3x slower
         from ..features.spectral import use_graph_spectrogram
 
         frontend = use_graph_spectrogram(spec.module_factory(sr, info.feature_params)).eval()
+    elif with_features:
+        frontend = spec.module_factory(sr, info.feature_params).eval()
     hop = int(frame_params.get("hop_length") or 1)
     deploy = DeployModel(model, frontend, hop, info.normalizer).eval()
     n_feat = int(info.input_shape[0])
     speaker = info.normalize in GROUPED_MODES  # statistics of the speaker (or domain) come as inputs
     batch = torch.export.Dim("batch", min=1, max=4096)
+    max_seconds = getattr(frontend, "max_seconds", None)  # an encoder's window: the runtime cuts longer audio
     if with_features:
-        samples = torch.export.Dim("samples", min=2 * hop * 8, max=100_000_000)
+        samples = torch.export.Dim("samples", min=max(2 * hop * 8, 2560),
+                                   max=int(max_seconds * sr) if max_seconds else 100_000_000)
         example = (torch.randn(2, sr) * 0.1, torch.tensor([sr, sr // 2]))
         names, shapes = ["audio", "audio_lengths"], {"x": {0: batch, 1: samples}, "lengths": {0: batch}}
     else:
@@ -98,6 +106,8 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
                 "emodet.normalizer": json.dumps(info.normalizer), "emodet.with_features": int(with_features),
                 "emodet.native_rate": int(spec.native_rate), "emodet.version": __version__, "emodet.inputs": json.dumps(names),
                 "emodet.needs": NEEDS[info.normalize]}
+    if max_seconds:
+        metadata["emodet.max_seconds"] = max_seconds
     out = Path(out)
     export_onnx(deploy, out, example, names, shapes, opset, metadata)
     report = {"path": str(out), "bytes": out.stat().st_size, "inputs": names}
@@ -110,7 +120,7 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
         q_path = out.with_name(out.stem + ".int8" + out.suffix)
         # activation ranges from training recordings (never the test speakers)
         calibration = feeds(real_inputs(info, sr, 32, split="train"), names, info, with_features, n_feat, speaker, sr)
-        quantize_int8(out, q_path, metadata, calibration)
+        quantize_int8(out, q_path, metadata, calibration, weight_only=spec.graph_only)
         report["int8_path"], report["int8_bytes"] = str(q_path), q_path.stat().st_size
         if verify:
             report["int8_agreement"] = agreement(out, q_path, names, info, with_features, n_feat, speaker, sr)

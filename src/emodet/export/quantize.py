@@ -10,14 +10,17 @@ from ..core.io import atomic_write_bytes
 from .graph import dense_front_end, quiet, sparse_front_end
 
 
-def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] | None = None) -> None:
+def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] | None = None,
+                  weight_only: bool = False) -> None:
     """int8 weights (ONNX Runtime's quantiser), metadata kept, written atomically.
 
     With ``calibration`` feeds, convolutions are quantised statically (``QLinearConv``, activation
     ranges measured on those inputs): ONNX Runtime runs them about as fast as float, where the
     dynamic form (``ConvInteger``) is 2-3x slower. Everything else with weights (MatMul, Gemm,
     LSTM, ...) is quantised dynamically. The front end (DFT stages, mel filters, DCT) stays float:
-    8-bit spectra lose the quiet bins.
+    8-bit spectra lose the quiet bins. ``weight_only`` (pretrained encoders, whose activations have
+    outliers that 8-bit activations flatten): the matrices' weights alone go to 8 bits in blocks of
+    32 (``MatMulNBits``), activations stay float.
     """
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
@@ -41,12 +44,15 @@ def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] 
         temps[2].write_bytes(proto.SerializeToString())  # the quantisers' input: dense, a private temp file
         step = src = temps[2]
         with quiet():
-            if calibration and convs:
+            if weight_only:
+                _weight_only(temps[2], temps[1])
+            elif calibration and convs:
                 quantize_static(str(src), str(temps[0]), _Feeds(calibration), quant_format=QuantFormat.QOperator,
                                 op_types_to_quantize=["Conv"], per_channel=True, weight_type=QuantType.QInt8,
                                 activation_type=QuantType.QUInt8, nodes_to_exclude=keep_float)
                 step = temps[0]
-            quantize_dynamic(str(step), str(temps[1]), weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)
+            if not weight_only:
+                quantize_dynamic(str(step), str(temps[1]), weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)
         proto = onnx.load(str(temps[1]))
         sparse_front_end(proto.graph)
         existing = {p.key for p in proto.metadata_props}
@@ -59,3 +65,13 @@ def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] 
         for tmp in temps:
             if tmp.exists():
                 tmp.unlink()
+
+
+def _weight_only(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)),
+                                     algo_config=DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, bits=8))
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst))

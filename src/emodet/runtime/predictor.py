@@ -85,6 +85,8 @@ class EmotionPredictor(ProbabilityAPI):
         self.with_features = meta.get("emodet.with_features") == "1"
         self.native_rate = meta.get("emodet.native_rate") == "1" or self.feature in FUNCTIONAL_SETS
         self.version = meta.get("emodet.version")
+        # a pretrained encoder in the graph sees at most this much at once: longer recordings go in windows
+        self.max_seconds = float(meta["emodet.max_seconds"]) if meta.get("emodet.max_seconds") else None
         self.input_names = [i.name for i in self.session.get_inputs()]
         # files exported before "emodet.needs" existed: statistics as inputs meant per-speaker normalisation
         self.needs = meta.get("emodet.needs") or ("calibrate" if "norm_mean" in self.input_names else "nothing")
@@ -171,8 +173,14 @@ class EmotionPredictor(ProbabilityAPI):
         return self.session.run(["logits"], {**feed, **norm})[0]
 
     def probabilities(self, items, sr: int | None = None) -> np.ndarray:
-        """Probabilities ``(B, C)`` for paths, ``(samples, rate)`` tuples or arrays (at ``sr``)."""
+        """Probabilities ``(B, C)`` for paths, ``(samples, rate)`` tuples or arrays (at ``sr``). A recording longer
+        than the model's encoder takes at once (``max_seconds``) is cut into equal windows within it, whose
+        probabilities are averaged."""
         loaded = [self._load(i, sr) for i in items]
+        limit = int(self.max_seconds * self.sr) if self.max_seconds else None
+        if limit and any(len(w) > limit for w, _ in loaded):
+            return np.stack([softmax(self.logits(pieces, [r] * len(pieces))).mean(0)
+                             for w, r in loaded for pieces in [np.array_split(w, -(-len(w) // limit))]])
         return softmax(self.logits([w for w, _ in loaded], [r for _, r in loaded]))
 
     def predict_features(self, features: np.ndarray) -> dict:

@@ -36,11 +36,15 @@ class WhisperBackbone(nn.Module):
                                       config["ffn"], config["max_positions"])
         self.window = min(int(window_frames), 2 * config["max_positions"])
         self.pad_to_window = pad_to_window
+        self.windowed = True  # False in an exported graph: one window, the runtime cuts longer recordings
 
     def states(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.pad_to_window:
             return self._padded_states(audio, lengths)
         mel, frames = self.frontend(audio, lengths)
+        if not self.windowed:
+            states, out_lengths = self.encoder(mel, frames)
+            return states, torch.arange(states.shape[2], device=mel.device)[None, :] < out_lengths[:, None]
         b, n_mels, t = mel.shape
         n_win = (t + self.window - 1) // self.window
         chunk = (t + n_win - 1) // n_win  # equal windows: no window is mostly padding

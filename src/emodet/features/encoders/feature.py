@@ -39,6 +39,7 @@ class EncoderFeatures(nn.Module):
     states pooled over each recording's valid frames (``T = 1``), or the frames themselves (``pooling: none``)."""
 
     takes_lengths = True  # the deployed graph passes the samples' lengths, and gets the features' back
+    max_seconds: float | None = None  # an exported graph's longest input (Whisper: its window)
 
     def __init__(self, backbone: nn.Module, pooling: str, layers: list[int] | None):
         super().__init__()
@@ -157,9 +158,14 @@ def compute_one(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
 
 
 def build_module(sr: int, params: dict) -> EncoderFeatures:
-    """The feature as a module for an exported graph: the run's layers only, float32, on the CPU."""
+    """The feature as a module for an exported graph: the run's layers only, float32, on the CPU, one window
+    (at most ``window_seconds``; the runtime cuts a longer recording into windows, see ``max_seconds``)."""
     from .backbones import build_backbone, model_info
 
     chosen = layer_indices(params, model_info(str(params["model"]))["layers"] + 1)
     backbone = build_backbone(str(params["model"]), float(params["window_seconds"]), bool(params["pad_to_window"]))
-    return EncoderFeatures(backbone, params["pooling"], chosen).eval()
+    module = EncoderFeatures(backbone, params["pooling"], chosen).eval()
+    if hasattr(backbone, "windowed"):  # Whisper models: one window a pass
+        backbone.windowed = False
+        module.max_seconds = min(float(params["window_seconds"]), backbone.window / 100)
+    return module
