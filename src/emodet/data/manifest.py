@@ -20,11 +20,26 @@ REQUIRED_COLUMNS = ("path", "label", "speaker")
 SPLITS = ("train", "val", "test")
 
 
-def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Write ``rows`` atomically; core columns first, then fold columns, then the rest sorted."""
+def write_manifest(path: str | os.PathLike, rows: list[dict], moved_from: str | os.PathLike | None = None) -> None:
+    """Write ``rows`` atomically; core columns first, then fold columns, then the rest sorted.
+
+    ``moved_from``: the manifest the rows' relative paths are relative to (one read without a data root);
+    they are rewritten relative to the new manifest's folder, so they still name the same files."""
+    if moved_from is not None:
+        rows = rebase_rows(rows, moved_from, path)
     extra = sorted({k for r in rows for k in r} - set(CORE_COLUMNS) - set(FOLD_COLUMNS))
     present = [c for c in FOLD_COLUMNS if any(c in r for r in rows)]
     atomic_write_csv(path, rows, CORE_COLUMNS + present + extra)
+
+
+def rebase_rows(rows: list[dict], old_manifest: str | os.PathLike, new_manifest: str | os.PathLike) -> list[dict]:
+    """Rows whose relative paths (relative to ``old_manifest``'s folder) are rewritten relative to
+    ``new_manifest``'s folder; absolute paths stay as they are."""
+    old, new = Path(old_manifest).parent.resolve(), Path(new_manifest).parent.resolve()
+    if old == new:
+        return rows
+    return [r if Path(r["path"]).is_absolute() else
+            {**r, "path": Path(os.path.relpath((old / r["path"]).resolve(), new)).as_posix()} for r in rows]
 
 
 def read_manifest(path: str | os.PathLike, check_split: bool = True) -> list[dict]:

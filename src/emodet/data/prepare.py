@@ -161,7 +161,8 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
         for s in failed:
             log.info("  no %s copy: %s", name, s["error"])
     if run_dir is not None:
-        write_manifest(run_dir / "manifest.csv", rows)
+        # paths relative to a manifest's own folder (no data root) must still name the files from the run's
+        write_manifest(run_dir / "manifest.csv", rows, moved_from=manifest_path if root is None else None)
         if skipped:
             atomic_write_csv(run_dir / "skipped.csv", skipped, ["path", "error"])
     return PreparedData(rows, root, manifest_path, labels, cache, skipped, augmented, variants)

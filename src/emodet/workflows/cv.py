@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config, Section, config_differences
+from ..config import Config, Section, check_data_root, config_differences
 from ..core.errors import UsageError
 from ..core.io import atomic_write_csv, atomic_write_json
-from ..data.manifest import read_manifest, write_manifest
+from ..data.manifest import read_manifest, rebase_rows, write_manifest
 from ..data.prepare import load_rows
 from ..data.splits import corpus_folds, loso_folds, speaker_folds, speaker_independent_split
 from ..evaluation.metrics import metrics_from_confusion, per_group_uar
@@ -76,7 +76,11 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
     cv_dir = Path(runs_dir) / name
     _check_same_recipe(cv_dir, cfg, folds, new_name_hint)
     manifest = cv_dir / "manifest.csv"
-    rows = read_manifest(manifest) if manifest.exists() else load_rows(cfg)[0]
+    # without a data root, paths are relative to the manifest that holds them: rewritten as they move
+    by_manifest = check_data_root(cfg) is None
+    rows, source = (read_manifest(manifest), manifest) if manifest.exists() else load_rows(cfg)[:2]
+    if by_manifest:
+        rows = rebase_rows(rows, source, manifest)
     if cfg.data.labels:
         rows = [r for r in rows if r["label"] in cfg.data.labels]
     val = cfg.data.split.val  # 0: every non-held-out speaker trains (fixed-epoch recipes; run_experiment checks)
@@ -94,7 +98,7 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
         fold_dir = cv_dir / f"fold_{k:02d}"
         log.info("fold %d/%d: held out %s", k + 1, n_folds, ", ".join(sorted(held_out)))
         if not (fold_dir / "metrics.json").exists():
-            _run_fold(cfg, rows, held_out, val, k, fold_dir, progress)
+            _run_fold(cfg, rows, held_out, val, k, fold_dir, progress, manifest if by_manifest else None)
         m = json.loads((fold_dir / "metrics.json").read_text())
         labels = m["labels"]
         pooled_cm = np.array(m["confusion_matrix"]) + (0 if pooled_cm is None else pooled_cm)
@@ -123,11 +127,12 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
     return summary
 
 
-def _run_fold(cfg: Config, rows: list[dict], held_out: set[str], val: float, k: int, fold_dir: Path, progress) -> None:
+def _run_fold(cfg: Config, rows: list[dict], held_out: set[str], val: float, k: int, fold_dir: Path, progress,
+              source: Path | None) -> None:
     fold_rows = fold_manifest_rows(rows, held_out, val, cfg.data.split.seed + k)
     fold_dir.mkdir(parents=True, exist_ok=True)
     fold_manifest = fold_dir / "fold_manifest.csv"
-    write_manifest(fold_manifest, fold_rows)
+    write_manifest(fold_manifest, fold_rows, moved_from=source)
     fold_cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, manifest=str(fold_manifest.resolve()), split=dataclasses.replace(cfg.data.split, method="manifest")))
     resume = (fold_dir / "checkpoints" / "last.pt").exists()
