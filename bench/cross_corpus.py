@@ -82,18 +82,46 @@ def reference(manifest: Path, cache_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def run_system(config: str, condition: str, manifest: Path, runs_dir: Path, cache_dir: Path,
-               overrides: list[str]) -> tuple[dict[str, float], dict[str, dict]]:
+               overrides: list[str], suffix: str = "") -> tuple[dict[str, float], dict[str, dict]]:
     """``({target: UAR}, {path: prediction row})`` of one config under one condition."""
     cfg = load_config(REPO / "configs" / f"{config}.yaml", [
         f"data.manifest={manifest}", f"data.normalize={CONDITIONS[condition]}", f"features.cache_dir={cache_dir}",
         *overrides])
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=None))
-    name = f"{config}_{condition}"
+    name = f"{config}_{condition}{suffix}"
     summary = run_cv(cfg, "corpus", name, runs_dir, progress=False,
                      new_name_hint="pass another --runs-dir (this benchmark names its runs <config>_<condition>)")
     with open(runs_dir / name / "predictions_pooled.csv", newline="") as fh:
         predictions = {r["path"]: r for r in csv.DictReader(fh)}
     return per_target(predictions), predictions | {"_seconds": summary["seconds"]}
+
+
+# candidates of the nested selection (bench/PROTOCOLS.md, 23:00): silence trimming x layers x regularisation
+CANDIDATES = {f"{t}_{l}_wd{w}": [f"features.params.trim_db={t[1:] if t != 'notrim' else 'null'}",
+                                 f"features.params.layers={layers}", f"training.weight_decay={w}"]
+              for t in ("notrim", "t30") for l, layers in (("Lall", "all"), ("L123", "[1, 2, 3]"), ("L2", "[2]"))
+              for w in (0.05, 0.2, 0.8)}
+
+
+def select(config: str, condition: str, manifest: Path, runs_dir: Path, cache_dir: Path, overrides: list[str],
+           target: str | None) -> tuple[str, float]:
+    """The candidate with the best mean UAR over inner leave-one-corpus-out folds of the corpora other than
+    ``target`` (all three when ``target`` is None); returns ``(candidate, its inner UAR)``."""
+    rows = [r for r in rows_of(manifest) if target is None or r["corpus"] != target]
+    inner = runs_dir / f"inner_without_{target or 'none'}.csv"
+    if not inner.exists():
+        write_manifest(inner, rows)  # the same folder: the same relative paths
+    scores = {}
+    for name, extra in CANDIDATES.items():
+        cfg = load_config(REPO / "configs" / f"{config}.yaml", [
+            f"data.manifest={inner}", f"data.normalize={CONDITIONS[condition]}", f"features.cache_dir={cache_dir}",
+            *overrides, *extra])
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=None))
+        summary = run_cv(cfg, "corpus", f"inner_{target or 'all'}_{config}_{condition}_{name}", runs_dir / "inner",
+                         progress=False)
+        scores[name] = summary["uar_mean"]
+    best = max(scores, key=scores.get)
+    return best, scores[best]
 
 
 def per_target(predictions: dict[str, dict]) -> dict[str, float]:
@@ -119,6 +147,9 @@ def main() -> int:
     ap.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench_cross_corpus")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="override for every config")
+    ap.add_argument("--select", nargs="*", default=[], metavar="CONFIG",
+                    help="configs whose trimming, layers and regularisation are chosen for each target corpus by "
+                         "inner leave-one-corpus-out on its training corpora (CANDIDATES)")
     args = ap.parse_args()
     missing = [c for c in CORPORA if not (DATASETS / c).is_dir()]
     if missing:
@@ -134,6 +165,18 @@ def main() -> int:
                 config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides)
             print(f"{config} ({condition}): " + ", ".join(f"{k} {v:.3f}" for k, v in table[(config, condition)].items())
                   + f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+    for config in args.select:
+        for condition in CONDITIONS:
+            chosen, values = {}, {}
+            for target in CORPORA:
+                name, inner = select(config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides, target)
+                outer, _ = run_system(config, condition, manifest, args.runs_dir / "selected", args.cache_dir,
+                                      [*args.overrides, *CANDIDATES[name]], suffix=f"_{name}")
+                chosen[target], values[target] = f"{name} (inner {inner:.3f})", outer[target]
+                print(f"{config} [{condition}] for {target}: chose {chosen[target]} -> {outer[target]:.3f}", flush=True)
+            table[(f"{config} selected", condition)] = values
+            everywhere, inner = select(config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides, None)
+            print(f"{config} [{condition}] over all three corpora: {everywhere} (inner {inner:.3f})", flush=True)
     for spec in args.fuse:
         for condition in CONDITIONS:
             table[(f"fusion {spec}", condition)] = fuse([predictions[(m, condition)] for m in spec.split("+")])

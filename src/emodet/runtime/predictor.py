@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.audio import load_audio_with_rate, resample, to_mono, window_starts
+from ..core.audio import load_audio_with_rate, resample, to_mono, trim_silence, window_starts
 from ..core.errors import UsageError
 from ..core.fusion import softmax
 from ..core.smile import FUNCTIONAL_SETS, functionals
@@ -163,6 +163,8 @@ class EmotionPredictor(ProbabilityAPI):
         rates = rates or [self.sr] * len(wavs)
         norm = dict(zip(("norm_mean", "norm_std"), self._stats)) if "norm_mean" in self.input_names else {}
         if self.with_features:
+            if self.feature_params.get("trim_db") is not None:  # as training did before its encoder
+                wavs = [trim_silence(w, self.sr, self.feature_params["trim_db"])[0] for w in wavs]
             n = max(len(w) for w in wavs)
             audio = np.zeros((len(wavs), n), dtype=np.float32)
             for i, w in enumerate(wavs):

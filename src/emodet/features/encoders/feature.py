@@ -14,6 +14,8 @@ frame-level states ``((L + 1) * D, frames)`` for heads that pool themselves. Par
   Smart Turn); longer recordings are cut into equal windows whose states are pooled together;
 - ``pad_to_window``: Whisper models only: each recording at the end of a full window of zeros, as Smart
   Turn was trained (costs the whole window whatever the recording's length; default: its own length);
+- ``trim_db``: leading and trailing silence (frames this many dB below the loudest) dropped first, as
+  for openSMILE functionals (``emodet.core.audio.trim_silence``; the runtime trims the same way);
 - ``dtype``: ``float32``, or ``float16`` / ``bfloat16`` on a GPU.
 """
 
@@ -29,7 +31,7 @@ from torch import nn
 from ...core.errors import UsageError
 
 ENCODER_DEFAULTS = {"model": "smart-turn-v3.2", "layers": "all", "pooling": "meanstd", "window_seconds": 8.0,
-                    "pad_to_window": False, "dtype": "float32"}
+                    "pad_to_window": False, "trim_db": None, "dtype": "float32"}
 POOLINGS = ("meanstd", "mean", "none")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -76,6 +78,9 @@ def check_params(params: dict) -> None:
     seconds = params["window_seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0.5:
         raise UsageError(f"feature parameter 'window_seconds' must be a number of seconds above 0.5, got {seconds!r}")
+    from ...core.smile import check_functional_params
+
+    check_functional_params({"trim_db": params["trim_db"]})
     info = model_info(str(params["model"]))
     if params["pad_to_window"] not in (True, False) or (params["pad_to_window"] and info["family"] != "whisper"):
         raise UsageError(f"feature parameter 'pad_to_window' must be true or false (true for Whisper models only), "
@@ -140,6 +145,10 @@ def compute_batch(wavs: list[np.ndarray], sr: int, params: dict) -> list[np.ndar
     """All layers' pooled states (or frames) of each recording (16 kHz mono), batched with padding."""
     if sr != 16000:
         raise UsageError(f"encoder features need 16 kHz audio (data.sample_rate: 16000), got {sr}")
+    if params["trim_db"] is not None:
+        from ...core.audio import trim_silence
+
+        wavs = [trim_silence(w, sr, params["trim_db"])[0] for w in wavs]
     with _LOCK:
         module, device = _extractor(str(params["model"]), params["pooling"], float(params["window_seconds"]),
                                     bool(params["pad_to_window"]), params["dtype"])
