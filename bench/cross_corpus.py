@@ -181,7 +181,7 @@ def main() -> int:
         for condition in CONDITIONS:
             table[(f"fusion {spec}", condition)] = fuse([predictions[(m, condition)] for m in spec.split("+")])
     ref = reference(manifest, args.cache_dir)
-    print(f"\nleave one corpus out, 4 classes, pooled UAR on the held-out corpus (chance 0.25)")
+    print("\nleave one corpus out, 4 classes, pooled UAR on the held-out corpus (chance 0.25)")
     width = max(44, *(len(k[0]) + 12 for k in table))
     print(f"{'system':<{width}}" + "".join(f"{c:>9}" for c in CORPORA) + f"{'mean':>9}")
     rows = [(f"{name} [{cond}]", v) for (name, cond), v in table.items()]

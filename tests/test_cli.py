@@ -18,7 +18,7 @@ def test_version_and_help():
 
 
 COMMANDS = [["demo"], ["data", "synth"], ["data", "prepare"], ["data", "split"], ["features"], ["train"], ["evaluate"],
-            ["cv"], ["ensemble"], ["export"], ["predict"]]
+            ["cv"], ["ensemble"], ["export"], ["predict"], ["calibrate"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

@@ -298,3 +298,36 @@ def test_truncated_and_random_mp3_are_reported_in_words(tmp_path):
     with pytest.raises(AudioError, match=r"random.mp3: cannot decode audio \(not a valid MP3 file") as err:
         load_audio(tmp_path / "random.mp3")
     assert "does not exist" not in str(err.value)
+
+
+def test_calibrated_confidence_from_a_cross_validation_reaches_the_runtime(trained_runs, tmp_path, synth_corpus):
+    import onnxruntime as ort
+
+    from emodet.core.fusion import softmax
+    from emodet.runtime import EmotionPredictor
+
+    cv = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv", "--data-root",
+             synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "training.epochs=3", "--set",
+             "data.normalize=global", "--set", f"features.cache_dir={tmp_path / 'c'}", "--no-progress")
+    assert cv.returncode == 0, cv.stderr
+    run = tmp_path / "fc"
+    shutil.copytree(trained_runs / "fc", run)
+    assert json.loads((run / "metrics.json").read_text())["calibration"]["fitted_on"] == "val"  # train fits one
+    done = cli("calibrate", run, "--from", tmp_path / "runs" / "cv")
+    assert done.returncode == 0 and "temperature" in done.stdout, done.stderr
+    t = json.loads((run / "metrics.json").read_text())["calibration"]["temperature"]
+    assert t != 1.0
+    assert cli("export", run, "--out", tmp_path / "fc.onnx").returncode == 0
+    pred = EmotionPredictor(tmp_path / "fc.onnx")
+    assert pred.temperature == pytest.approx(t)
+    clip = synth_corpus / "sad" / "spk01_sad_000.wav"
+    y, _ = sf.read(clip, dtype="float32")
+    raw = pred.logits([y])[0]
+    assert list(pred.predict(clip).values()) == pytest.approx(list(softmax(raw / t)), abs=1e-6)
+    meta = ort.InferenceSession(str(tmp_path / "fc.onnx")).get_modelmeta().custom_metadata_map
+    assert float(meta["emodet.temperature"]) == pytest.approx(t)
+    sure = cli("predict", tmp_path / "fc.onnx", clip, "--min-confidence", "0.99", "--json")
+    assert json.loads(sure.stdout)[0]["label"] == "uncertain"
+    evaluated = cli("evaluate", run, "--manifest", run / "manifest.csv", "--split", "all", "--data-root", synth_corpus)
+    assert evaluated.returncode == 0 and "calibration: ECE" in evaluated.stdout
+    assert (run / "eval_manifest_all_reliability.png").is_file()

@@ -30,6 +30,7 @@ def build_parser() -> Parser:
     data.add_features(sub)
     train.add_train(sub)
     train.add_evaluate(sub)
+    train.add_calibrate(sub)
     train.add_cv(sub)
     train.add_ensemble(sub)
     deploy.add_export(sub)

@@ -73,6 +73,8 @@ def add_predict(sub) -> None:
                    help="another exported model to fuse with MODEL (mean of probabilities; repeat for more); "
                         "models may use different features but must share the labels")
     p.add_argument("--weights", nargs="+", type=float, metavar="W", help="fusion weights, one a model")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="answer 'uncertain' when the top probability is below P (abstain; default: 0, always answer)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -102,6 +104,10 @@ def expand_inputs(items: list[str], flag: str = "FILE") -> list[str]:
 def cmd_predict(args) -> int:
     from ..core.errors import AudioError
     from ..runtime import EmotionPredictor, FusedPredictor, smooth_segments
+    from ..runtime.predictor import top_label
+
+    if not 0 <= args.min_confidence < 1:
+        raise UsageError(f"--min-confidence is a probability in [0, 1), got {args.min_confidence}")
 
     if args.hop is not None and args.window is None:
         raise UsageError("--hop goes with --window (seconds), e.g. --window 2 --hop 1")
@@ -118,11 +124,12 @@ def cmd_predict(args) -> int:
     for path in files:
         try:
             if args.window is not None:
-                windows = predictor.predict_windows(path, args.window, hop)
+                windows = [{**w, "label": top_label(w["probabilities"], args.min_confidence)}
+                           for w in predictor.predict_windows(path, args.window, hop)]
                 results.append({"file": path, "windows": windows, "segments": smooth_segments(windows)})
             else:
                 probs = predictor.predict(path)
-                results.append({"file": path, "label": max(probs, key=probs.get), "probabilities": probs})
+                results.append({"file": path, "label": top_label(probs, args.min_confidence), "probabilities": probs})
         except AudioError as exc:
             failed += 1
             results.append({"file": path, "error": str(exc)})

@@ -139,7 +139,38 @@ def cmd_evaluate(args) -> int:
     for lab, pc in m["per_class"].items():
         print(f"  {lab:<10} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  F1 {pc['f1']:.3f}  "
               f"n {pc['support']}")
+    c = m["calibration"]
+    print(f"  calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, Brier {c['brier_before']:.3f} -> "
+          f"{c['brier_after']:.3f} with the run's temperature {c['temperature']:.2f}")
     print(f"  -> {m['written']}")
+    return EXIT_OK
+
+
+def add_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate", help="fit a run's confidence (temperature scaling) on held-out predictions",
+        description="A network's softmax is over-confident. This fits one temperature on predictions of recordings "
+                    "the run never trained on and stores it in the run's metrics.json; exports made after it "
+                    "carry it, and every confidence the runtime gives is then honest. `emodet train` already fits one "
+                    "on the validation split when there is one.",
+        epilog=examples("emodet calibrate runs/mine_final --from runs/mine_cv     # a cross-validation of the same recipe",
+                        "emodet calibrate runs/cnn_v1 --manifest held_out.csv --data-root D"))
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (emodet train)")
+    p.add_argument("--from", dest="from_cv", metavar="CV_DIR", help="a cross-validation of the same recipe: its pooled "
+                   "held-out predictions")
+    p.add_argument("--manifest", metavar="CSV", help="recordings the run never trained on")
+    p.add_argument("--split", default="all", choices=("train", "val", "test", "all"), help="rows of --manifest (default: all)")
+    p.add_argument("--data-root", metavar="DIR", help="folder --manifest's paths are relative to")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from ..evaluation.evaluate import calibrate_run
+
+    c = calibrate_run(args.run_dir, args.from_cv, args.manifest, args.split, args.data_root)
+    print(f"{args.run_dir}: temperature {c['temperature']:.3f} (fitted on {c['fitted_on']}, {c['n_fit']} recordings); "
+          f"ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, Brier {c['brier_before']:.3f} -> {c['brier_after']:.3f}; "
+          f"export the run again to carry it")
     return EXIT_OK
 
 

@@ -13,7 +13,7 @@ from ..core.errors import UsageError
 from ..core.io import atomic_write_csv, atomic_write_json
 from .metrics import classification_metrics
 from .predict import predict_rows
-from .plots import plot_confusion
+from .plots import plot_confusion, plot_reliability
 
 
 def write_predictions(path: Path, rows: list[dict], logits: torch.Tensor, labels: list[str]) -> None:
@@ -85,6 +85,8 @@ def evaluate_directory(run_dir: str | Path, manifest: str | Path | None = None, 
     metrics = metrics_for(rows, logits, info.labels)
     metrics.update({"split": split, "manifest": str(manifest_path), "normalize": info.normalize,
                     "seen_speakers": seen})
+    metrics["calibration"] = _judge_temperature(logits.numpy(), metrics_targets(rows, info.labels),
+                                                float(info.metrics.get("calibration", {}).get("temperature", 1.0)))
     json_path = Path(out) if out else run_dir / (f"eval_{split}.json" if not manifest
                                                   else f"eval_{Path(manifest).stem}_{split}.json")
     stem = json_path.with_suffix("")
@@ -92,8 +94,69 @@ def evaluate_directory(run_dir: str | Path, manifest: str | Path | None = None, 
     write_predictions(stem.with_name(stem.name + "_predictions.csv"), rows, logits, info.labels)
     plot_confusion(metrics["confusion_matrix"], info.labels, stem.with_name(stem.name + "_confusion_matrix.png"),
                    f"{run_dir.name} on {Path(manifest_path).name} ({split}): UAR {metrics['uar']:.3f}")
+    plot_reliability(metrics["calibration"], stem.with_name(stem.name + "_reliability.png"),
+                     f"{run_dir.name} on {Path(manifest_path).name} ({split})")
     metrics["written"] = str(json_path)
     return metrics
+
+
+def metrics_targets(rows: list[dict], labels: list[str]) -> np.ndarray:
+    index = {lab: i for i, lab in enumerate(labels)}
+    return np.array([index[r["label"]] for r in rows])
+
+
+def _judge_temperature(logits: np.ndarray, targets: np.ndarray, temperature: float) -> dict:
+    """ECE and Brier score of the raw probabilities and of those the run's temperature gives, with reliability."""
+    from ..core.fusion import softmax
+    from .calibration import brier, coverage_curve, ece, reliability
+
+    before, after = softmax(logits), softmax(logits / temperature)
+    return {"temperature": temperature, "ece_before": ece(before, targets), "ece_after": ece(after, targets),
+            "brier_before": brier(before, targets), "brier_after": brier(after, targets),
+            "reliability_before": reliability(before, targets), "reliability_after": reliability(after, targets),
+            "coverage": coverage_curve(after, targets)}
+
+
+def calibrate_run(run_dir: str | Path, from_cv: str | Path | None = None, manifest: str | Path | None = None,
+                  split: str = "all", data_root: str | Path | None = None) -> dict:
+    """Fit a run's temperature on held-out predictions and store it in its metrics.json (``calibration``):
+    a cross-validation's pooled predictions of the same recipe (``from_cv``), or the run's predictions on
+    ``manifest`` (recordings it never trained on). Exports made after it carry the temperature."""
+    import csv
+    import json
+
+    from .calibration import calibration_report
+
+    run_dir = Path(run_dir)
+    info_path = run_dir / "metrics.json"
+    if not info_path.is_file():
+        raise UsageError(f"{run_dir} is not a finished run directory (no metrics.json)")
+    metrics = json.loads(info_path.read_text())
+    labels = metrics["labels"]
+    if from_cv is not None:
+        pooled = Path(from_cv) / "predictions_pooled.csv"
+        if not pooled.is_file():
+            raise UsageError(f"--from {from_cv}: not a finished cross-validation (no predictions_pooled.csv)")
+        with open(pooled, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        missing = [lab for lab in labels if f"p_{lab}" not in rows[0]]
+        if missing:
+            raise UsageError(f"--from {from_cv}: its labels differ from the run's (no {missing[0]!r})")
+        logits = np.log(np.clip([[float(r[f"p_{lab}"]) for lab in labels] for r in rows], 1e-12, None))
+        report = calibration_report(logits, metrics_targets(rows, labels), fitted_on=f"cross-validation {from_cv}")
+    elif manifest is not None:
+        evaluated = evaluate_directory(run_dir, manifest, split, data_root, out=run_dir / "calibration_set.json")
+        with open(run_dir / "calibration_set_predictions.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        logits = np.log(np.clip([[float(r[f"p_{lab}"]) for lab in labels] for r in rows], 1e-12, None))
+        report = calibration_report(logits, metrics_targets(rows, labels), fitted_on=f"manifest {manifest} ({split}, "
+                                    f"{evaluated['n']} recordings)")
+    else:
+        raise UsageError("emodet calibrate needs --from CV_DIR (a cross-validation of the same recipe) or "
+                         "--manifest M (recordings the run never trained on)")
+    metrics["calibration"] = report
+    atomic_write_json(info_path, metrics)
+    return report
 
 
 class SeenSpeakersWarning(UserWarning):

@@ -86,6 +86,33 @@ def plot_group_bars(values: dict[str, float], path: str | Path, xlabel: str, yla
     _save(fig, path)
 
 
+def plot_reliability(calibration: dict, path: str | Path, title: str = "") -> None:
+    """Reliability diagram (accuracy against confidence, before and after temperature scaling) and the
+    coverage/accuracy trade-off of abstaining below a confidence."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="perfectly calibrated")
+    for key, name in (("reliability_before", "softmax"), ("reliability_after", f"T = {calibration['temperature']:.2f}")):
+        r = calibration[key]
+        used = [i for i, c in enumerate(r["count"]) if c]
+        label = f"{name} (ECE {calibration['ece_' + key.split('_')[1]]:.3f})"
+        a.plot([r["confidence"][i] for i in used], [r["accuracy"][i] for i in used], marker="o", label=label)
+    a.set_xlabel("confidence (top probability)")
+    a.set_ylabel("accuracy")
+    a.set_xlim(0, 1)
+    a.set_ylim(0, 1)
+    a.legend(loc="upper left", fontsize=8)
+    curve = [c for c in calibration["coverage"] if c["coverage"] > 0]
+    b.plot([c["coverage"] for c in curve], [c["accuracy"] for c in curve], marker=".")
+    b.set_xlabel("coverage (share of recordings answered)")
+    b.set_ylabel("accuracy of the answered")
+    b.set_xlim(0, 1.02)
+    b.set_ylim(0, 1.02)
+    b.set_title("abstaining below a confidence", fontsize=9)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> None:
     plt = _plt()
     fig.tight_layout()

@@ -108,6 +108,7 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
                 "emodet.needs": NEEDS[info.normalize]}
     if max_seconds:
         metadata["emodet.max_seconds"] = max_seconds
+    metadata["emodet.temperature"] = float(info.metrics.get("calibration", {}).get("temperature", 1.0))
     out = Path(out)
     export_onnx(deploy, out, example, names, shapes, opset, metadata)
     report = {"path": str(out), "bytes": out.stat().st_size, "inputs": names}

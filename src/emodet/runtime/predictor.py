@@ -87,6 +87,8 @@ class EmotionPredictor(ProbabilityAPI):
         self.version = meta.get("emodet.version")
         # a pretrained encoder in the graph sees at most this much at once: longer recordings go in windows
         self.max_seconds = float(meta["emodet.max_seconds"]) if meta.get("emodet.max_seconds") else None
+        # temperature scaling fitted on held-out predictions: honest confidences, the same answers
+        self.temperature = float(meta.get("emodet.temperature", 1.0))
         self.input_names = [i.name for i in self.session.get_inputs()]
         # files exported before "emodet.needs" existed: statistics as inputs meant per-speaker normalisation
         self.needs = meta.get("emodet.needs") or ("calibrate" if "norm_mean" in self.input_names else "nothing")
@@ -181,9 +183,12 @@ class EmotionPredictor(ProbabilityAPI):
         loaded = [self._load(i, sr) for i in items]
         limit = int(self.max_seconds * self.sr) if self.max_seconds else None
         if limit and any(len(w) > limit for w, _ in loaded):
-            return np.stack([softmax(self.logits(pieces, [r] * len(pieces))).mean(0)
+            return np.stack([self._softmax(self.logits(pieces, [r] * len(pieces))).mean(0)
                              for w, r in loaded for pieces in [np.array_split(w, -(-len(w) // limit))]])
-        return softmax(self.logits([w for w, _ in loaded], [r for _, r in loaded]))
+        return self._softmax(self.logits([w for w, _ in loaded], [r for _, r in loaded]))
+
+    def _softmax(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits / self.temperature)
 
     def predict_features(self, features: np.ndarray) -> dict:
         """Probabilities for precomputed features ``(F, T)`` (models exported without features)."""
@@ -191,7 +196,7 @@ class EmotionPredictor(ProbabilityAPI):
             raise UsageError("this model takes raw audio (exported --with-features); use predict()")
         self._require_statistics()
         norm = dict(zip(("norm_mean", "norm_std"), self._stats)) if "norm_mean" in self.input_names else {}
-        return as_dict(self.labels, softmax(self.session.run(["logits"], {**pad_features([features]), **norm})[0][0]))
+        return as_dict(self.labels, self._softmax(self.session.run(["logits"], {**pad_features([features]), **norm})[0][0]))
 
     def window_probabilities(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[tuple]:
         """``[(start_s, end_s, probabilities)]`` over sliding windows of a recording.
@@ -216,7 +221,7 @@ class EmotionPredictor(ProbabilityAPI):
         out = []
         for s in window_starts(len(wav), win, hop):
             piece = wav[s:s + win]
-            out.append((round(s / rate, 3), round((s + len(piece)) / rate, 3), softmax(self.logits([piece], [rate])[0])))
+            out.append((round(s / rate, 3), round((s + len(piece)) / rate, 3), self._softmax(self.logits([piece], [rate])[0])))
         return out
 
     def predict_windows(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[dict]:
@@ -226,8 +231,8 @@ class EmotionPredictor(ProbabilityAPI):
     def describe(self) -> dict:
         """What a person (or ``GET /model``) wants to know of the model."""
         return {"path": str(self.path), "labels": self.labels, "sample_rate": self.sr, "feature": self.feature,
-                "normalize": self.normalizer.get("mode", "none"), "needs": self.needs,
-                "with_features": self.with_features, "emodet_version": self.version}
+                "normalize": self.normalizer.get("mode", "none"), "needs": self.needs, "temperature": self.temperature,
+                "with_features": self.with_features, "max_seconds": self.max_seconds, "emodet_version": self.version}
 
 
 def pad_features(feats: list[np.ndarray]) -> dict:
@@ -237,6 +242,15 @@ def pad_features(feats: list[np.ndarray]) -> dict:
     for i, f in enumerate(feats):
         x[i, :, : f.shape[1]] = f
     return {"features": x, "lengths": np.array([f.shape[1] for f in feats], dtype=np.int64)}
+
+
+UNCERTAIN = "uncertain"
+
+
+def top_label(probabilities: dict, min_confidence: float = 0.0) -> str:
+    """The most probable label, or ``"uncertain"`` when its probability is below ``min_confidence`` (abstain)."""
+    label = max(probabilities, key=probabilities.get)
+    return label if probabilities[label] >= min_confidence else UNCERTAIN
 
 
 def as_dict(labels: list[str], probs: np.ndarray) -> dict:

@@ -141,9 +141,7 @@ def _run_fold(cfg: Config, rows: list[dict], held_out: set[str], val: float, k: 
 
 def _recipe(cfg: Config | dict) -> dict:
     plain = cfg.plain() if isinstance(cfg, Section) else cfg
-    split = plain["data"]["split"]
-    if split["method"] == "auto" and not plain["data"]["manifest"]:
-        split["method"] = "speaker"  # the same split (by speaker) as a cross-validation saved before "auto" existed
+    plain["data"]["split"].pop("method", None)  # cross-validation makes its own folds whatever the method says
     return {sec: {k: v for k, v in plain[sec].items() if f"{sec}.{k}" not in RUN_LOCAL} for sec in plain}
 
 

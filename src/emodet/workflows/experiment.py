@@ -24,6 +24,7 @@ from ..core.errors import UsageError
 from ..core.io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..data.prepare import PreparedData, fit_normalizer, input_shape, make_loaders, prepare_data
 from ..evaluation.evaluate import write_predictions
+from ..evaluation.calibration import calibration_report
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.plots import plot_confusion, plot_curves
 from ..models import build_model, count_parameters
@@ -158,13 +159,15 @@ def _finish(cfg: Config, run_name: str, run_dir: Path, model, data: PreparedData
         metrics["normalize_note"] = (f"per-{cfg.data.normalize} normalisation: each test {cfg.data.normalize}'s features "
                                      f"were normalised with statistics of that {cfg.data.normalize}'s own unlabelled "
                                      "test recordings")
+    outputs = {}
     for split in ("val", "test"):
         if split in loaders:
-            logits, targets = predict_logits(model, loaders[split], device, cfg.training.amp)
+            logits, targets = outputs[split] = predict_logits(model, loaders[split], device, cfg.training.amp)
             m = classification_metrics(targets.numpy(), logits.argmax(1).numpy(), data.labels)
             m["speakers"] = sorted({r["speaker"] for r in by_split[split]})
             metrics[split] = m
             write_predictions(run_dir / f"predictions_{split}.csv", by_split[split], logits, data.labels)
+    metrics["calibration"] = _calibration(outputs)
     if "test" in metrics:  # the design's contract: test figures at the top level
         metrics.update({k: metrics["test"][k] for k in ("uar", "wa", "macro_f1", "confusion_matrix", "per_class")})
     else:
@@ -185,6 +188,17 @@ def _finish(cfg: Config, run_name: str, run_dir: Path, model, data: PreparedData
     if result.history:
         plot_curves(result.history, run_dir / "curves.png", run_name)
     return metrics
+
+
+def _calibration(outputs: dict) -> dict:
+    """Temperature scaling fitted on the validation predictions, judged on the test ones (or on the same)."""
+    if "val" not in outputs:
+        return {"temperature": 1.0, "fitted_on": None,
+                "note": "no validation split to fit a temperature on; `emodet calibrate RUN --from CV_DIR` fits one "
+                        "on a cross-validation's pooled held-out predictions"}
+    fit = [t.numpy() for t in outputs["val"]]
+    judged = [t.numpy() for t in outputs.get("test", outputs["val"])]
+    return calibration_report(*fit, *judged, fitted_on="val")
 
 
 def _tensorboard(run_dir: Path):
