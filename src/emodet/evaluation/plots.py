@@ -56,12 +56,12 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
         b.plot(epochs, [r["val_uar"] for r in history], label="val UAR")
         b.plot(epochs, [r["val_wa"] for r in history], label="val WA")
         b.set_ylim(0, 1)
-        b.set_ylabel("score")
+        b.set_ylabel("validation score (0-1)")
     for ax in axes[0]:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-    a.set_ylabel("loss (cross-entropy)")
+    a.set_ylabel("loss (cross-entropy, nats)")
     fig.suptitle(title + ("" if has_val else " (no validation split)"))
     _save(fig, path)
 
@@ -113,9 +113,13 @@ def plot_reliability(calibration: dict, path: str | Path, title: str = "") -> No
     _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> None:
+def _save(fig, path) -> None:
+    """PNG written atomically to a path; SVG (no metadata) into a text stream, which the HTML report inlines."""
     plt = _plt()
     fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+    if hasattr(path, "write"):
+        fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    else:
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
