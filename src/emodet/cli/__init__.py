@@ -11,7 +11,7 @@ import sys
 
 from .. import __version__
 from ..core.errors import EmodetError
-from . import data, deploy, train
+from . import data, deploy, report, train
 from .common import EXIT_OK, EXIT_USAGE, Parser, console
 
 
@@ -33,6 +33,7 @@ def build_parser() -> Parser:
     train.add_calibrate(sub)
     train.add_cv(sub)
     train.add_ensemble(sub)
+    report.add_report(sub)
     deploy.add_export(sub)
     deploy.add_predict(sub)
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .common import EXIT_FAILED, EXIT_OK, add_config_args, examples, figures, progress_of
+from .report import add_no_report, report_or_warn
 
 
 def config_from_args(args):
@@ -38,6 +39,7 @@ def add_train(sub) -> None:
                    "(sets training.distill.teacher)")
     p.add_argument("--distill-weight", type=float, metavar="W", help="weight of the distillation loss in [0, 1] "
                    "(sets training.distill.weight)")
+    add_no_report(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -78,6 +80,7 @@ def cmd_train(args) -> int:
         print(f"{args.run_name}: trained on every speaker (no test split, so no test figures; `emodet cv` gives the "
               f"recipe's speaker-independent figure) -> {run_dir}; export it with: emodet export {run_dir} --out "
               f"{args.run_name}.onnx")
+    report_or_warn(run_dir, args)
     return EXIT_FAILED if metrics.get("skipped_files") else EXIT_OK
 
 
@@ -96,6 +99,7 @@ def add_cv(sub) -> None:
     p.add_argument("--folds", required=True, metavar="loso|corpus|K",
                    help="'loso' (leave one speaker out), 'corpus' (leave one corpus out: a manifest's corpus "
                         "column) or a number of folds by speaker")
+    add_no_report(p)
     p.set_defaults(func=cmd_cv)
 
 
@@ -108,6 +112,7 @@ def cmd_cv(args) -> int:
     print(f"{args.run_name}: {summary['n_folds']} folds ({args.folds}); UAR {summary['uar_mean']:.3f} +- "
           f"{summary['uar_std']:.3f} over folds; pooled {figures(summary['pooled'])} -> {cv_dir / 'cv_summary.json'} "
           f"(plots: confusion_matrix.png, per_speaker_uar.png)")
+    report_or_warn(cv_dir, args)
     return EXIT_OK
 
 
