@@ -3,6 +3,7 @@
     python bench/accuracy.py --corpus emodb [--configs fc_compare resnet_mfcc ...] [--ensemble fc_compare+resnet_mfcc]
     python bench/accuracy.py --corpus ravdess --configs fc_compare
     python bench/accuracy.py --corpus ravdess --recipe all
+    python bench/accuracy.py --corpus emodb --json emodb.json   # the table as JSON too (and its HTML report)
 
 A member is config[:preset][@seed][~variant...]: name@N is the config trained with
 training.seed=N; ~trim drops leading and trailing silence before the features
@@ -102,6 +103,9 @@ def main() -> int:
     ap.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench_accuracy")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="override for every config")
+    ap.add_argument("--json", type=Path, metavar="PATH", help="also write the printed table as JSON (rows with their "
+                    "figures, and the reference rows); default with a report: <runs-dir>/accuracy_<corpus>.json")
+    ap.add_argument("--no-report", action="store_true", help="do not write the table's HTML report (beside the JSON)")
     args = ap.parse_args()
     root = CORPORA[args.corpus]
     if not root.is_dir():
@@ -160,15 +164,42 @@ def main() -> int:
     print(f"\n{args.corpus}, {protocol}, pooled over all held-out recordings")
     w = max([40, *(len(n) + 1 for n in results), *(len(f"ensemble {t}") + 1 for t in fused if "+" not in t)])
     print(f"{'system':<{w}}{'UAR':>7}{'WA':>7}{'F1':>7}{'fold UAR':>16}{'params':>11}{'CV min':>10}")
+    table = {}  # the printed rows, for --json
     for name, r in results.items():
         s = r["summary"]
         print(f"{name:<{w}}{s['pooled']['uar']:>7.3f}{s['pooled']['wa']:>7.3f}{s['pooled']['macro_f1']:>7.3f}"
               f"{s['uar_mean']:>9.3f} +-{s['uar_std']:.2f}{r['params']:>11,}{r['seconds'] / 60:>10.1f}")
+        table[name] = {"UAR": s["pooled"]["uar"], "WA": s["pooled"]["wa"], "F1": s["pooled"]["macro_f1"],
+                       "fold UAR": s["uar_mean"], "fold UAR std": s["uar_std"], "params": r["params"],
+                       "CV min": round(r["seconds"] / 60, 1)}
     for title, m in fused.items():
         print(f"{'ensemble ' + title:<{w}}{m['uar']:>7.3f}{m['wa']:>7.3f}{m['macro_f1']:>7.3f}")
+        table[f"ensemble {title}"] = {"UAR": m["uar"], "WA": m["wa"], "F1": m["macro_f1"]}
     for label, value in REFERENCES[args.corpus]:
         print(f"{label:<{w}}{value:>7.3f}")
+    if args.json or not args.no_report:
+        write_table(args, table, f"{args.corpus}, {protocol}, pooled over all held-out recordings", suffix)
     return 0
+
+
+def write_table(args, rows: dict, title: str, suffix: str) -> None:
+    """The printed table as JSON (``emodet report`` renders it with its references) and, unless --no-report,
+    its HTML report beside it; a report that fails is a warning, never a failed benchmark."""
+    from emodet.core.io import atomic_write_json
+
+    path = args.json or args.runs_dir / f"accuracy_{args.corpus}{suffix}.json"
+    atomic_write_json(path, {"title": title, "corpus": args.corpus, "folds": args.folds,
+                             "columns": ["UAR", "WA", "F1", "fold UAR", "fold UAR std", "params", "CV min"],
+                             "formats": {"fold UAR std": ".2f", "params": ",d", "CV min": ".1f"},
+                             "rows": rows, "references": {k: {"UAR": v} for k, v in REFERENCES[args.corpus]}})
+    print(f"table -> {path}", file=sys.stderr)  # stdout: the table alone, as before
+    if not args.no_report:
+        from emodet.evaluation.report import write_report
+
+        try:
+            print(f"report -> {write_report(path)}", file=sys.stderr)
+        except Exception as exc:  # the benchmark's figures are printed and saved; the page is a convenience
+            print(f"report not written ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 if __name__ == "__main__":
