@@ -54,15 +54,28 @@ def add_predict(sub) -> None:
                         "emodet predict model.onnx meeting.wav --window 2 --hop 0.5",
                         "emodet predict model.onnx a.wav --calibrate speaker_clips/     # per-speaker models",
                         "emodet predict cnn.onnx a.wav --fuse lin.onnx --weights 1 1 --json",
-                        "ffmpeg -i talk.m4a -f wav - | emodet predict model.onnx -"))
+                        "ffmpeg -i talk.m4a -f wav - | emodet predict model.onnx -",
+                        "emodet predict model.onnx --mic [--device 2]     # live, a line a hop; Ctrl-C ends"))
     p.add_argument("model", metavar="MODEL.onnx", help="a model written by emodet export")
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files, folders (searched recursively) or -")
+    p.add_argument("files", nargs="*", metavar="FILE", help="audio files, folders (searched recursively) or -")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON output")
     fmt.add_argument("--csv", action="store_true", help="CSV output")
     p.add_argument("--window", type=positive_float, metavar="SECONDS", help="window length for long recordings")
     p.add_argument("--hop", type=positive_float, metavar="SECONDS",
-                   help="hop between windows (default: half the window)")
+                   help="hop between windows (default: half the window; with --mic 0.5)")
+    add_model_args(p)
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="answer 'uncertain' when the top probability is below P (abstain; default: 0, always answer)")
+    p.add_argument("--mic", action="store_true",
+                   help="listen to the microphone instead of files: a line every hop (--window 2 --hop 0.5 by "
+                        "default), a summary at Ctrl-C (needs pip install 'emodet[mic]')")
+    p.add_argument("--device", metavar="N", help="with --mic: the input device (a number or part of its name)")
+    p.set_defaults(func=cmd_predict)
+
+
+def add_model_args(p) -> None:
+    """--calibrate, --adapt, --fuse, --weights: what makes a predictor of MODEL (predict and serve share them)."""
     p.add_argument("--calibrate", action="append", default=[], metavar="PATH",
                    help="recordings of the speaker for per-speaker models: a file, a folder or a quoted glob "
                         "('clips/*.wav'); repeatable")
@@ -73,9 +86,16 @@ def add_predict(sub) -> None:
                    help="another exported model to fuse with MODEL (mean of probabilities; repeat for more); "
                         "models may use different features but must share the labels")
     p.add_argument("--weights", nargs="+", type=float, metavar="W", help="fusion weights, one a model")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
-                   help="answer 'uncertain' when the top probability is below P (abstain; default: 0, always answer)")
-    p.set_defaults(func=cmd_predict)
+
+
+def build_predictor(args):
+    """The predictor MODEL, --fuse, --weights, --calibrate and --adapt describe."""
+    from ..runtime.service import open_predictor
+
+    if args.weights and not args.fuse:
+        raise UsageError("--weights go with --fuse (one weight a model, the first model's first)")
+    return open_predictor([args.model, *args.fuse], args.weights, expand_inputs(args.calibrate, "--calibrate"),
+                          expand_inputs(args.adapt, "--adapt"))
 
 
 def expand_inputs(items: list[str], flag: str = "FILE") -> list[str]:
@@ -103,33 +123,28 @@ def expand_inputs(items: list[str], flag: str = "FILE") -> list[str]:
 
 def cmd_predict(args) -> int:
     from ..core.errors import AudioError
-    from ..runtime import EmotionPredictor, FusedPredictor, smooth_segments
-    from ..runtime.predictor import top_label
+    from ..runtime.service import prediction_record
 
     if not 0 <= args.min_confidence < 1:
         raise UsageError(f"--min-confidence is a probability in [0, 1), got {args.min_confidence}")
 
-    if args.hop is not None and args.window is None:
+    if args.hop is not None and args.window is None and not args.mic:
         raise UsageError("--hop goes with --window (seconds), e.g. --window 2 --hop 1")
-    if args.weights and not args.fuse:
-        raise UsageError("--weights go with --fuse (one weight a model, the first model's first)")
+    if args.mic:
+        from .listen import predict_live
+
+        return predict_live(args, build_predictor)
+    if not args.files:
+        raise UsageError("emodet predict needs FILE... (audio files, folders or -), or --mic for the microphone")
+    if args.device is not None:
+        raise UsageError("--device goes with --mic (the input device to listen to)")
     files = expand_inputs(args.files)
-    predictor = FusedPredictor([args.model, *args.fuse], args.weights) if args.fuse else EmotionPredictor(args.model)
-    if args.calibrate:
-        predictor.calibrate(expand_inputs(args.calibrate, "--calibrate"))
-    if args.adapt:
-        predictor.adapt(expand_inputs(args.adapt, "--adapt"))
+    predictor = build_predictor(args)
     hop = args.hop or (args.window / 2 if args.window else None)
     results, failed = [], 0
     for path in files:
         try:
-            if args.window is not None:
-                windows = [{**w, "label": top_label(w["probabilities"], args.min_confidence)}
-                           for w in predictor.predict_windows(path, args.window, hop)]
-                results.append({"file": path, "windows": windows, "segments": smooth_segments(windows)})
-            else:
-                probs = predictor.predict(path)
-                results.append({"file": path, "label": top_label(probs, args.min_confidence), "probabilities": probs})
+            results.append(prediction_record(predictor, path, path, args.window, hop, args.min_confidence))
         except AudioError as exc:
             failed += 1
             results.append({"file": path, "error": str(exc)})
