@@ -11,7 +11,7 @@ import sys
 
 from .. import __version__
 from ..core.errors import EmodetError
-from . import data, deploy, report, train
+from . import data, deploy, report, serve, train
 from .common import EXIT_OK, EXIT_USAGE, Parser, console
 
 
@@ -36,6 +36,7 @@ def build_parser() -> Parser:
     report.add_report(sub)
     deploy.add_export(sub)
     deploy.add_predict(sub)
+    serve.add_serve(sub)
     return parser
 
 
