@@ -11,7 +11,7 @@ import sys
 
 from .. import __version__
 from ..core.errors import EmodetError
-from . import data, deploy, report, serve, train
+from . import data, deploy, encoders, report, serve, train
 from .common import EXIT_OK, EXIT_USAGE, Parser, console
 
 
@@ -28,6 +28,7 @@ def build_parser() -> Parser:
     data.add_prepare(data_sub)
     data.add_split(data_sub)
     data.add_features(sub)
+    encoders.add_encoders(sub)
     train.add_train(sub)
     train.add_evaluate(sub)
     train.add_calibrate(sub)

@@ -1,0 +1,200 @@
+"""Pretrained speech encoders as features (emodet.features.encoders): front end against transformers, the offline
+encoder against its own graph, every transformers family on a tiny random checkpoint from features to runtime."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emodet.core.errors import UsageError
+from emodet.features import compute_feature
+from emodet.features.encoders import smart_turn
+from emodet.features.encoders.whisper import WhisperFrontEnd
+
+from conftest import REPO, cli
+
+transformers = pytest.importorskip("transformers")
+FETCHED = pytest.mark.skipif(not smart_turn.is_fetched(), reason="the offline encoder is not fetched: run "
+                                                                 "`emodet encoders fetch` (CI does)")
+SR = 16000
+
+
+def speech(seconds=1.6, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(SR * seconds)) / SR
+    f0 = 140 + 40 * np.sin(2 * np.pi * 2 * t)
+    x = sum(np.sin(k * 2 * np.pi * np.cumsum(f0) / SR) / k for k in range(1, 25)) * (np.sin(2 * np.pi * 3 * t) > -0.4)
+    return (0.2 * x / np.abs(x).max() + 0.005 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_whisper_log_mel_equals_transformers_extractor(normalize):
+    from transformers import WhisperFeatureExtractor
+
+    x = speech(2.3)
+    ref = WhisperFeatureExtractor(feature_size=80).__call__(x, sampling_rate=SR, padding=False, do_normalize=normalize,
+                                                            return_tensors="np").input_features[0]
+    ours, frames = WhisperFrontEnd(do_normalize=normalize)(torch.from_numpy(x)[None], torch.tensor([len(x)]))
+    assert ours.shape[-1] == ref.shape[-1] == int(frames[0])
+    np.testing.assert_allclose(ours[0].numpy(), ref, atol=1e-4)
+    # in a batch, padded: the same frames as alone (reflect padding at each item's own end, per-item peak)
+    batch = torch.zeros(2, len(x) + 7000)
+    batch[0, : len(x)], batch[1] = torch.from_numpy(x), torch.randn(len(x) + 7000) * 0.1
+    padded, _ = WhisperFrontEnd(do_normalize=normalize)(batch, torch.tensor([len(x), len(x) + 7000]))
+    np.testing.assert_allclose(padded[0, :, : ours.shape[-1]].numpy(), ours[0].numpy(), atol=1e-5)
+
+
+@FETCHED
+def test_offline_encoder_equals_its_onnx_graph_in_float():
+    """The converted weights give the Smart Turn graph's hidden states (its activation int8 steps removed and
+    ONNX Runtime's fusions off, so both compute in float)."""
+    import onnx
+    import onnxruntime as ort
+
+    from emodet.features.encoders.whisper import WhisperEncoder
+
+    config, weights = smart_turn.load_smart_turn()
+    encoder = WhisperEncoder(80, config["d_model"], config["layers"], config["heads"], config["ffn"], config["max_positions"])
+    encoder.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    model = onnx.load(str(smart_turn.smart_turn_dir() / "model.onnx"))
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    quantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+    bypass = {n.output[0]: quantized[n.input[0]] for n in graph.node
+              if n.op_type == "DequantizeLinear" and n.input[0] in quantized}
+    kept = [n for n in graph.node if n.output[0] not in quantized and n.output[0] not in bypass]
+    for n in kept:
+        n.input[:] = [bypass.get(x, x) for x in n.input]
+    del graph.node[:]
+    graph.node.extend(kept)
+    states = ["add_20", "add_146", "add_268", "add_390", "layer_norm_8"]  # embedding, layers 1-3, final norm
+    graph.output.extend(onnx.helper.make_tensor_value_info(s, onnx.TensorProto.FLOAT, None) for s in states)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    padded = np.zeros(128000, np.float32)
+    padded[-len(speech()):] = speech()
+    mel, frames = WhisperFrontEnd(do_normalize=True)(torch.from_numpy(padded)[None], torch.tensor([128000]))
+    theirs = session.run(states, {"input_features": mel.numpy()})
+    with torch.no_grad():
+        ours, _ = encoder(mel, frames)
+    for i, ref in enumerate(theirs):
+        np.testing.assert_allclose(ours[i, 0].numpy(), ref[0], atol=2e-3 * max(1.0, np.abs(ref).max() / 10))
+
+
+@FETCHED
+def test_encoder_feature_views_batches_and_the_cache(tmp_path):
+    from emodet.data.cache import FeatureCache
+    from emodet.features.encoders.feature import compute_batch, ENCODER_DEFAULTS
+
+    x, y = speech(1.6, 0), speech(2.5, 1)
+    full = compute_feature("encoder", x, SR, {})
+    assert full.shape == (5 * 2 * 384, 1)
+    layer2 = compute_feature("encoder", x, SR, {"layers": [2]})
+    np.testing.assert_array_equal(layer2[:, 0], full.reshape(5, -1)[2])
+    alone = [compute_feature("encoder", w, SR, {}) for w in (x, y)]
+    batched = compute_batch([x, y], SR, dict(ENCODER_DEFAULTS))
+    for a, b in zip(alone, batched):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    long = np.tile(y, 4)  # 10 s: two windows of 5 s, their states pooled together
+    assert compute_feature("encoder", long, SR, {"window_seconds": 8.0}).shape == full.shape
+    with pytest.raises(UsageError, match="'layers': 7 is not a hidden state"):
+        compute_feature("encoder", x, SR, {"layers": [7]})
+    with pytest.raises(UsageError, match="longer than encoder"):
+        compute_feature("encoder", x, SR, {"window_seconds": 30})
+    for i, w in enumerate((x, y)):
+        sf.write(tmp_path / f"a{i}.wav", w, SR)
+    assert FeatureCache(tmp_path / "c", "encoder").build(tmp_path).computed == 2
+    sweep = FeatureCache(tmp_path / "c", "encoder", {"layers": [1, 3]})  # a layer sweep computes nothing again
+    report = sweep.build(tmp_path)
+    assert (report.computed, report.cached) == (0, 2) and sweep.load(tmp_path, "a0.wav").shape == (2 * 768, 1)
+
+
+def test_missing_or_offline_models_say_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match="a local folder without a config.json.*--set features.params.model=DIR"):
+        compute_feature("encoder", speech(), SR, {"model": str(tmp_path)})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UsageError, match="not a local folder, and the model hub is off.*huggingface-cli download"):
+        compute_feature("encoder", speech(), SR, {"model": "someone/not-here-wav2vec2"})
+    monkeypatch.setenv("EMODET_HOME", str(tmp_path / "empty"))
+    from emodet.features.encoders import backbones
+
+    backbones.model_info.cache_clear()
+    try:
+        with pytest.raises(UsageError, match="is not fetched.*emodet encoders fetch"):
+            compute_feature("encoder", speech(), SR, {})
+    finally:
+        backbones.model_info.cache_clear()
+
+
+def test_fetch_refuses_a_file_that_is_not_the_checked_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMODET_HOME", str(tmp_path / "home"))
+    wheel = tmp_path / "pipecat_ai-1.14.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(smart_turn.MEMBER, b"not the model")
+    with pytest.raises(UsageError, match="SHA-256 .* expected 2bb02631"):
+        smart_turn.fetch_smart_turn(wheel)
+    assert not (tmp_path / "home" / "encoders" / smart_turn.NAME / "config.json").exists()
+    done = cli("encoders", "fetch", "--wheel", tmp_path / "nothing.whl")
+    assert done.returncode == 2 and "not the pipecat-ai==1.14.0 wheel" in done.stderr
+
+
+def tiny_checkpoint(family: str, folder):
+    """A randomly initialised checkpoint of ``family`` with its feature extractor, written to ``folder``."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if family == "whisper":
+        config = tf.WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+                                  decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
+                                  max_source_positions=150, max_target_positions=32, vocab_size=100, pad_token_id=0,
+                                  bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                                  init_std=0.2)  # states that differ between recordings more than float rounding
+        tf.WhisperModel(config).save_pretrained(folder)
+        tf.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+        return
+    shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32),
+                 conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                 initializer_range=0.2)
+    if family != "data2vec-audio":
+        shape.update(feat_extract_norm="layer", do_stable_layer_norm=True)
+    config_class, model_class = {"wav2vec2": (tf.Wav2Vec2Config, tf.Wav2Vec2Model),
+                                 "hubert": (tf.HubertConfig, tf.HubertModel), "wavlm": (tf.WavLMConfig, tf.WavLMModel),
+                                 "data2vec-audio": (tf.Data2VecAudioConfig, tf.Data2VecAudioModel)}[family]
+    model_class(config_class(**shape)).save_pretrained(folder)
+    tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+
+
+SLOW = pytest.mark.slow
+
+
+@SLOW  # an export of a transformers model takes 20-80 s here
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2", "hubert", "wavlm", "data2vec-audio"])
+def test_every_transformers_family_from_features_to_the_runtime(family, tmp_path, synth_corpus):
+    """features -> cache -> train -> evaluate -> export (the encoder in the graph) -> torch-free runtime."""
+    from emodet.runtime import EmotionPredictor
+
+    tiny_checkpoint(family, tmp_path / family)
+    window = ["--set", "features.params.window_seconds=3"] if family == "whisper" else []
+    train = cli("train", "--config", REPO / "configs" / "encoder_whisper_linear.yaml", "--run-name", family,
+                "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "data.corpus=folder",
+                "--set", "data.split.test=1", "--set", f"features.params.model={tmp_path / family}", *window,
+                "--set", f"features.cache_dir={tmp_path / 'cache'}", "--set", "training.epochs=2", "--no-progress")
+    assert train.returncode == 0, train.stderr
+    config = json.loads((next((tmp_path / "cache").glob("encoder-*")) / "config.json").read_text())
+    assert config["identity"]["model_hash"]  # the checkpoint's content hash keys the cache
+    evaluated = cli("evaluate", tmp_path / "runs" / family)
+    assert evaluated.returncode == 0, evaluated.stderr
+    export = cli("export", tmp_path / "runs" / family, "--out", tmp_path / f"{family}.onnx")
+    assert export.returncode == 0, export.stderr
+    assert "logit difference on real inputs" in export.stdout
+    pred = EmotionPredictor(tmp_path / f"{family}.onnx")
+    assert pred.needs == "nothing" and pred.with_features
+    clip = sorted(synth_corpus.rglob("*.wav"))[0]
+    got = pred.predict(clip)
+    expected = json.loads(cli("predict", tmp_path / f"{family}.onnx", clip, "--json").stdout)[0]["probabilities"]
+    assert got == pytest.approx(expected, abs=1e-6) and sum(got.values()) == pytest.approx(1, abs=1e-5)
