@@ -78,3 +78,23 @@ def test_export_parity_in_onnxruntime(name, extra, tmp_path):
         lengths = torch.tensor([t, t // 2, 9])
         ours = onnx_logits(path, x.numpy(), lengths.numpy())
         np.testing.assert_allclose(ours, model(x, lengths).detach().numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_layer_sum_head_weighs_hidden_states():
+    """The SUPERB-style head: softmax weights over the states (summing to 1), pooled or frame-level input;
+    with all weight on one state it sees that state alone."""
+    torch.manual_seed(0)
+    pooled = build_model("layer_sum", 4, (5 * 12, 1), states=5, preset="tiny").eval()
+    x = torch.randn(3, 60, 1)
+    assert pooled(x).shape == (3, 4) and float(pooled.layer_weights().sum()) == pytest.approx(1.0)
+    with torch.no_grad():
+        pooled.layer_logits.copy_(torch.tensor([-1e4, -1e4, 1e4, -1e4, -1e4]))
+    changed = x.clone()
+    changed[:, :24] += 5.0  # states 0 and 1 only
+    torch.testing.assert_close(pooled(x), pooled(changed))
+    frames = build_model("layer_sum", 4, (5 * 8, 30), states=5, preset="tiny").eval()
+    y, lengths = torch.randn(2, 40, 30), torch.tensor([30, 12])
+    alone = frames(y[1:, :, :12], lengths[1:])
+    torch.testing.assert_close(frames(y, lengths)[1:], alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(UsageError, match="do not split into 5 hidden states"):
+        build_model("layer_sum", 4, (42, 1), states=5)

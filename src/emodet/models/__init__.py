@@ -1,6 +1,7 @@
-"""Model registry and families: ``fc``, ``cnn``, ``resnet``, ``lstm``, ``crnn`` (each with a ``tiny`` preset)."""
+"""Model registry and families: ``fc``, ``cnn``, ``resnet``, ``lstm``, ``crnn`` (each with a ``tiny`` preset), and
+``layer_sum`` (a head over pretrained encoder states)."""
 
 from .registry import _MODEL_REGISTRY, build_model, count_parameters, get_model_entry, list_models, register_model
-from . import fc, cnn, resnet, lstm, crnn  # noqa: F401,E402  (register the families)
+from . import fc, cnn, resnet, lstm, crnn, layer_sum  # noqa: F401,E402  (register the families)
 
 __all__ = ["_MODEL_REGISTRY", "build_model", "count_parameters", "get_model_entry", "list_models", "register_model"]
