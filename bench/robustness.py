@@ -1,0 +1,128 @@
+"""Robustness: a model's speaker-independent UAR on clean recordings and on the same recordings degraded.
+
+    python bench/robustness.py [--configs encoder_whisper_linear encoder_whisper_linear~aug] [--corpus emodb]
+
+Each config is cross-validated leave-one-speaker-out as bench/accuracy.py runs it (the same runs folder,
+so finished folds are reused); every fold's model then predicts its held-out speaker's recordings clean
+and degraded: telephone band; pink noise and babble (other training speakers' recordings) at 20, 10 and
+0 dB SNR; reverberation in simulated rooms of RT60 0.3, 0.6 and 1.0 s; MP3 at 32 kb/s; Opus at 16 kb/s;
+-30 dB gain; clipping at 30% of the peak. Degradations are seeded (the same for every model). A config
+name may carry ~aug: training.augment.waveform.copies=2 (noise, rooms, codecs and gain on the training
+copies; never on the test recordings). Pooled UAR of each condition and its drop from clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from emodet.core.audio import load_audio
+from emodet.core.errors import EmodetError
+from emodet.data import augment
+from emodet.data.manifest import read_manifest, resolve_path
+from emodet.evaluation.metrics import classification_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from accuracy import CORPORA, VARIANTS  # noqa: E402  (the accuracy bench's corpora, variants and runs)
+
+VARIANTS.setdefault("aug", ["training.augment.waveform.copies=2"])
+SR = 16000
+CONDITIONS = ["clean", "telephone", *(f"pink {s} dB" for s in (20, 10, 0)), *(f"babble {s} dB" for s in (20, 10, 0)),
+              *(f"reverb RT60 {t} s" for t in (0.3, 0.6, 1.0)), "MP3 32 kb/s", "Opus 16 kb/s", "gain -30 dB", "clipping 30%"]
+
+
+def degrade(wav: np.ndarray, condition: str, seed: int, pool: list[np.ndarray]) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if condition == "clean":
+        return wav
+    if condition == "telephone":
+        return augment.codec(wav, SR, "telephone")
+    if condition.startswith(("pink", "babble")):
+        snr = float(condition.split()[1])
+        noise = augment.babble(pool, len(wav), rng) if condition.startswith("babble") else None
+        return augment.add_noise(wav, SR, snr, rng, kind="pink", noise=noise)
+    if condition.startswith("reverb"):
+        return augment.reverberate(wav, SR, augment.room_impulse_response(SR, float(condition.split()[2]), seed % 8))
+    if condition.startswith("MP3"):
+        return augment.codec(wav, SR, "mp3", 32)
+    if condition.startswith("Opus"):
+        return augment.codec(wav, SR, "opus", 16)
+    if condition.startswith("gain"):
+        return augment.gain(wav, -30.0)
+    return augment.clip(wav, 0.3)
+
+
+def fold_predictions(fold: Path, conditions: list[str]) -> tuple[dict[str, list[int]], list[int], list[str]]:
+    """Predicted label indices of a fold's held-out recordings under each condition, and the true ones."""
+    import torch
+
+    from emodet.features import compute_feature
+    from emodet.runs import load_predictor, load_run
+
+    info = load_run(fold)
+    if info.normalize not in ("global", "none"):
+        raise EmodetError(f"{fold}: normalised per {info.normalize}; this bench runs models that need nothing")
+    model = load_predictor(fold)
+    rows = read_manifest(fold / "manifest.csv")
+    test = [r for r in rows if r["split"] == "test"]
+    train = [r for r in rows if r["split"] == "train"][::10]
+    pool = [load_audio(resolve_path(r["path"], info.data_root, fold / "manifest.csv")) for r in train]
+    mean = np.asarray(info.normalizer.get("mean", 0.0), np.float32)[:, None]
+    std = np.asarray(info.normalizer.get("std", 1.0), np.float32)[:, None]
+    out = {c: [] for c in conditions}
+    for r in test:
+        clean = load_audio(resolve_path(r["path"], info.data_root, fold / "manifest.csv"), SR)
+        seed = zlib.crc32(r["path"].encode())
+        for c in conditions:
+            feats = compute_feature(info.feature, degrade(clean, c, seed, pool), SR, info.feature_params)
+            x = torch.from_numpy(((feats - mean) / std)[None].astype(np.float32))
+            with torch.no_grad():
+                out[c].append(int(model(x, torch.tensor([x.shape[-1]])).argmax(1)))
+    return out, [info.labels.index(r["label"]) for r in test], info.labels
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="*", default=["encoder_whisper_linear", "encoder_whisper_linear~aug"])
+    ap.add_argument("--corpus", default="emodb", choices=sorted(CORPORA))
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench_accuracy")
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
+    args = ap.parse_args()
+    import subprocess
+
+    results = {}
+    for config in args.configs:  # cross-validate through the accuracy bench (reuses finished folds)
+        done = subprocess.run([sys.executable, str(REPO / "bench" / "accuracy.py"), "--corpus", args.corpus,
+                               "--configs", config, "--runs-dir", str(args.runs_dir), "--cache-dir", str(args.cache_dir)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise EmodetError(f"bench/accuracy.py for {config} failed: {done.stderr.strip()[-500:]}")
+        name = f"{args.corpus}_{config.replace('@', '_seed').replace('~', '_')}"
+        predicted, truth = {c: [] for c in CONDITIONS}, []
+        for fold in sorted((args.runs_dir / name).glob("fold_*")):
+            got, true, labels = fold_predictions(fold, CONDITIONS)
+            truth += true
+            for c in CONDITIONS:
+                predicted[c] += got[c]
+        results[config] = {c: classification_metrics(truth, predicted[c], labels)["uar"] for c in CONDITIONS}
+        print(f"{config}: " + ", ".join(f"{c} {v:.3f}" for c, v in results[config].items()), flush=True)
+    print(f"\n{args.corpus}, leave-one-speaker-out, pooled UAR (drop from clean, points)")
+    print(f"{'condition':<18}" + "".join(f"{c:>32}" for c in args.configs))
+    for c in CONDITIONS:
+        cells = [f"{r[c]:.3f} ({100 * (r[c] - r['clean']):+.1f})" for r in results.values()]
+        print(f"{c:<18}" + "".join(f"{cell:>32}" for cell in cells))
+    (args.runs_dir / f"robustness_{args.corpus}.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except EmodetError as exc:
+        sys.exit(f"{Path(__file__).name}: error: {exc}")
