@@ -53,6 +53,7 @@ class DataConfig(Section):
     split: SplitConfig = section(SplitConfig)
     max_seconds: float | None = option(3.0, *NUM, type(None))
     normalize: str = option("none", str, choices=NORMALIZE_MODES)
+    nap: int = option(0, int)  # nuisance attribute projection: speaker directions projected out after normalising
     eval_chunk_seconds: float | None = option(None, *NUM, type(None))
     num_workers: int = option(0, int)
 

@@ -4,8 +4,9 @@ Each transform takes a mono float32 signal, its rate and a ``numpy.random.Genera
 signal of the same length, so one seed gives one result (training copies are seeded by run seed,
 copy number and file: reproducible, and a resumed run sees the same copies).
 
-- ``add_noise``: white, pink or brown noise, babble (several other recordings mixed), or a
-  recording from a noise folder (MUSAN and the like), at an exact signal-to-noise ratio.
+- ``add_noise``: white, pink or brown noise, babble (several voices mixed: emodet's synthetic voices,
+  so no recording of a data set, test speakers' least of all, ends up in another's noise), or a
+  recording from a noise folder (MUSAN's babble and the like), at an exact signal-to-noise ratio.
 - ``reverberate``: a simulated room impulse response of a chosen RT60 (pyroomacoustics'
   image-source method in a random shoebox room whose walls give that RT60), or one from a folder.
 - ``codec``: telephone band (8 kHz, 300-3400 Hz, mu-law), MP3 or Opus at a bit rate, GSM 06.10.
@@ -215,30 +216,30 @@ def audio_files_in(folder: str | None) -> tuple:
 @dataclass(frozen=True)
 class AugmentCopy:
     """Training copy number ``copy`` of every recording under ``spec``: what a feature cache of augmented
-    features needs (its key, and the transform of each file, seeded by run seed, copy and file)."""
+    features needs (its key, and the transform of each file, seeded by run seed, copy and file). The same
+    copy of a file is the same in every fold of a cross-validation, so folds share the cache."""
 
     spec: dict
     copy: int
     seed: int
-    pool: tuple = ()  # other training recordings (paths) for babble
 
     def key(self) -> dict:
-        import hashlib
-
-        pool = hashlib.sha1("\n".join(self.pool).encode()).hexdigest()[:12]
-        return {"spec": self.spec, "copy": self.copy, "seed": self.seed, "pool": pool}
+        return {"spec": self.spec, "copy": self.copy, "seed": self.seed}
 
     def __call__(self, wav: np.ndarray, sr: int, name: str) -> np.ndarray:
         import zlib
 
         rng = np.random.default_rng([self.seed, self.copy, zlib.crc32(name.encode("utf-8"))])
-        augmenter = Augmenter(self.spec, _voices(self.pool, sr), audio_files_in(self.spec.get("noise_dir")),
+        augmenter = Augmenter(self.spec, synthetic_voices(sr), audio_files_in(self.spec.get("noise_dir")),
                               audio_files_in(self.spec.get("rir_dir")))
         return augmenter(wav, sr, rng)
 
 
 @functools.lru_cache(maxsize=2)
-def _voices(paths: tuple, sr: int) -> tuple:
-    """Up to 50 recordings of the pool (every k-th), loaded once: babble's talkers."""
-    chosen = paths[:: max(1, len(paths) // 50)][:50]
-    return tuple(load_audio(p, sr) for p in chosen)
+def synthetic_voices(sr: int, n: int = 24) -> tuple:
+    """Babble's talkers: ``n`` utterances of emodet's synthetic speakers (men and women, every emotion)."""
+    from .synth import SYNTH_LABELS, make_speakers, synthesize_utterance
+
+    speakers = make_speakers(8, seed=12345)
+    rng = np.random.default_rng(12345)
+    return tuple(synthesize_utterance(speakers[i % 8], SYNTH_LABELS[i % len(SYNTH_LABELS)], rng, sr) for i in range(n))

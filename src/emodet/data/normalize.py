@@ -14,6 +14,11 @@ Modes, and when each fits:
   Strong on acted corpora where every speaker shows every emotion; it erases the signal where a
   speaker shows mostly one emotion.
 - ``none``: features as they are.
+
+``nap`` (nuisance attribute projection, with any mode): after the z-score, the top-k principal
+directions of the training speakers' mean vectors are projected out. Speakers differ there (voice,
+microphone, room: what also differs between corpora), while emotions vary within each speaker;
+learnt from training data alone, it needs nothing at deployment.
 """
 
 from __future__ import annotations
@@ -47,42 +52,65 @@ class Normalizer:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     groups: dict = field(default_factory=dict)  # group (speaker or corpus) -> (mean, std)
+    nap: np.ndarray | None = None  # (F, k) orthonormal directions projected out after the z-score
 
     @classmethod
-    def fit(cls, mode: str, rows: list[dict], load: Callable[[dict], np.ndarray]) -> "Normalizer":
-        """Statistics for ``mode`` from ``rows`` (``global``: pass the training rows only)."""
+    def fit(cls, mode: str, rows: list[dict], load: Callable[[dict], np.ndarray], nap: int = 0,
+            train_rows: list[dict] | None = None) -> "Normalizer":
+        """Statistics for ``mode`` from ``rows`` (``global``: pass the training rows only); ``nap`` > 0 learns
+        that many nuisance directions from ``train_rows`` (default: ``rows``)."""
         if mode in (None, False, "none"):
-            return cls("none")
-        if mode not in NORMALIZE_MODES:
+            out = cls("none")
+        elif mode not in NORMALIZE_MODES:
             raise UsageError(f"data.normalize {mode!r}: valid values are {', '.join(NORMALIZE_MODES)}")
-        if mode == "global":
-            mean, std = frame_moments(load(r) for r in rows)
-            return cls("global", mean, std)
-        by_group: dict[str, list[dict]] = {}
+        elif mode == "global":
+            out = cls("global", *frame_moments(load(r) for r in rows))
+        else:
+            by_group: dict[str, list[dict]] = {}
+            for r in rows:
+                by_group.setdefault(norm_group(mode, r), []).append(r)
+            out = cls(mode, groups={g: frame_moments(load(r) for r in group) for g, group in by_group.items()})
+        if nap:
+            out.nap = out._nuisance(train_rows if train_rows is not None else rows, load, nap)
+        return out
+
+    def _nuisance(self, rows: list[dict], load, k: int) -> np.ndarray:
+        speakers: dict[str, list[np.ndarray]] = {}
         for r in rows:
-            by_group.setdefault(norm_group(mode, r), []).append(r)
-        return cls(mode, groups={g: frame_moments(load(r) for r in group) for g, group in by_group.items()})
+            speakers.setdefault(r["speaker"], []).append(self(np.asarray(load(r), np.float64), r).mean(1))
+        means = np.stack([np.mean(v, 0) for v in speakers.values()])
+        if len(means) <= k:
+            raise UsageError(f"data.nap {k}: projecting out {k} speaker directions needs more than {k} training "
+                             f"speakers; the data has {len(means)}")
+        _, _, vt = np.linalg.svd(means - means.mean(0), full_matrices=False)
+        return vt[:k].T.astype(np.float32)
 
     def __call__(self, feats: np.ndarray, row: dict | None = None) -> np.ndarray:
         if self.mode == "none":
-            return feats
-        if self.mode == "global":
-            mean, std = self.mean, self.std
+            out = feats
+        elif self.mode == "global":
+            out = (feats - self.mean[:, None]) / self.std[:, None]
         else:
             group = norm_group(self.mode, row or {})
             if group not in self.groups:
                 raise UsageError(f"per-{self.mode} normalisation has no statistics for {self.mode} {group!r}")
             mean, std = self.groups[group]
-        return (feats - mean[:, None]) / std[:, None]
+            out = (feats - mean[:, None]) / std[:, None]
+        if self.nap is not None:
+            out = out - self.nap @ (self.nap.T @ out)
+        return out
 
     def to_dict(self) -> dict:
         out = {"mode": self.mode}
         if self.mode == "global":
             out.update(mean=self.mean.tolist(), std=self.std.tolist())
+        if self.nap is not None:
+            out["nap"] = self.nap.T.tolist()  # k rows of F
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
+        nap = np.asarray(d["nap"], np.float32).T if d.get("nap") else None
         if d.get("mode") == "global":
-            return cls("global", np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
-        return cls(d.get("mode", "none"))
+            return cls("global", np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), nap=nap)
+        return cls(d.get("mode", "none"), nap=nap)

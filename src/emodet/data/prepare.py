@@ -150,9 +150,8 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
     variants = {f"speed{f:g}": new_cache(speed=f) for f in cfg.training.augment.speed}
     waveform = cfg.training.augment.waveform
     if waveform.copies:
-        pool = tuple(str(resolve_path(r["path"], root, manifest_path)) for r in train)  # babble's other talkers
         spec = waveform.to_dict()
-        variants.update({f"aug{k}": new_cache(augment=AugmentCopy(spec, k, cfg.training.seed, pool))
+        variants.update({f"aug{k}": new_cache(augment=AugmentCopy(spec, k, cfg.training.seed))
                          for k in range(waveform.copies)})
     augmented = []
     for name, variant in variants.items():  # training recordings only; each copy a normalisation group of its own
@@ -172,9 +171,9 @@ def fit_normalizer(cfg: Config, data: PreparedData) -> Normalizer:
     """``global``: statistics of the training split; ``speaker`` / ``corpus``: each group's own recordings
     (an augmented copy's group: its copies)."""
     mode = cfg.data.normalize
-    train_only = mode == "global"
-    rows = [r for r in data.rows if r.get("split") == "train"] if train_only else data.rows
-    return Normalizer.fit(mode, rows + data.augmented, data.load)
+    train = [r for r in data.rows if r.get("split") == "train"]
+    rows = train if mode == "global" else data.rows
+    return Normalizer.fit(mode, rows + data.augmented, data.load, cfg.data.nap, train)
 
 
 def make_loaders(cfg: Config, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, distributed=None,

@@ -34,6 +34,9 @@ class DeployModel(nn.Module):
         if self.mode == "global":
             self.register_buffer("mean", torch.tensor(normalizer["mean"], dtype=torch.float32)[:, None])
             self.register_buffer("std", torch.tensor(normalizer["std"], dtype=torch.float32)[:, None])
+        self.nap = None
+        if normalizer.get("nap"):  # nuisance directions projected out after normalising
+            self.register_buffer("nap", torch.tensor(normalizer["nap"], dtype=torch.float32).t())
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, norm_mean: torch.Tensor | None = None,
                 norm_std: torch.Tensor | None = None) -> torch.Tensor:
@@ -46,6 +49,8 @@ class DeployModel(nn.Module):
             x = (x - self.mean) / self.std
         elif self.mode in GROUPED_MODES:  # the speaker's (or domain's) statistics, given as inputs
             x = (x - norm_mean[:, None]) / norm_std[:, None]
+        if self.nap is not None:
+            x = x - torch.matmul(self.nap, torch.matmul(self.nap.t(), x))
         return self.model(x, lengths)
 
 
@@ -103,7 +108,8 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
         shapes.update({"norm_mean": {}, "norm_std": {}})
     metadata = {"emodet.labels": json.dumps(info.labels), "emodet.sample_rate": sr,
                 "emodet.feature": info.feature, "emodet.feature_params": json.dumps(frame_params),
-                "emodet.normalizer": json.dumps(info.normalizer), "emodet.with_features": int(with_features),
+                "emodet.normalizer": json.dumps({k: v for k, v in info.normalizer.items() if k != "nap"}),
+                "emodet.with_features": int(with_features),
                 "emodet.native_rate": int(spec.native_rate), "emodet.version": __version__, "emodet.inputs": json.dumps(names),
                 "emodet.needs": NEEDS[info.normalize]}
     if max_seconds:
