@@ -97,58 +97,116 @@ def run_system(config: str, condition: str, manifest: Path, runs_dir: Path, cach
 
 
 # candidates of the nested selection (bench/PROTOCOLS.md, 23:00): silence trimming x layers x regularisation
-CANDIDATES = {f"{t}_{l}_wd{w}": [f"features.params.trim_db={t[1:] if t != 'notrim' else 'null'}",
-                                 f"features.params.layers={layers}", f"training.weight_decay={w}"]
-              for t in ("notrim", "t30") for l, layers in (("Lall", "all"), ("L123", "[1, 2, 3]"), ("L2", "[2]"))
-              for w in (0.05, 0.2, 0.8)}
+def _grid(**axes) -> dict[str, list[str]]:
+    """Named candidates: every combination of the axes' (name, overrides) choices."""
+    import itertools
+
+    out = {}
+    for combo in itertools.product(*axes.values()):
+        out["_".join(name for name, _ in combo)] = [o for _, overrides in combo for o in overrides]
+    return out
+
+
+# the nested selections' candidates (bench/PROTOCOLS.md: first stage 23:00, second stage 23:55)
+GRIDS = {
+    "stage1": _grid(trim=[("notrim", ["features.params.trim_db=null"]), ("t30", ["features.params.trim_db=30"])],
+                    layers=[("Lall", ["features.params.layers=all"]), ("L123", ["features.params.layers=[1, 2, 3]"]),
+                            ("L2", ["features.params.layers=[2]"])],
+                    wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.05, 0.2, 0.8)]),
+    "stage2": _grid(trim=[("t30", ["features.params.trim_db=30"])],
+                    layers=[("L123", ["features.params.layers=[1, 2, 3]"]), ("Lall", ["features.params.layers=all"])],
+                    wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.2, 0.8)],
+                    nap=[(f"nap{k}", [f"data.nap={k}"]) for k in (0, 8, 16, 32)],
+                    aug=[("aug0", ["training.augment.waveform.copies=0"]), ("aug2", ["training.augment.waveform.copies=2"])]),
+}
 
 
 def select(config: str, condition: str, manifest: Path, runs_dir: Path, cache_dir: Path, overrides: list[str],
-           target: str | None) -> tuple[str, float]:
-    """The candidate with the best mean UAR over inner leave-one-corpus-out folds of the corpora other than
-    ``target`` (all three when ``target`` is None); returns ``(candidate, its inner UAR)``.
+           target: str | None, grid: str) -> tuple[str, float]:
+    """The candidate of ``GRIDS[grid]`` with the best mean UAR over inner leave-one-corpus-out folds of the
+    corpora other than ``target`` (all three when ``target`` is None); returns ``(candidate, its inner UAR)``.
 
     The inner fits are the recipe's model (multinomial logistic regression with balanced class weights and
     L2 = weight_decay, which emodet's L-BFGS head equals: tests/test_training.py) fitted by scikit-learn on the
-    cached features, for speed; the outer figure of the chosen candidate runs through emodet itself."""
+    cached features, normalised as emodet's normaliser does, for speed; the outer figure of the chosen
+    candidate runs through emodet itself."""
     from sklearn.linear_model import LogisticRegression
 
     rows = [r for r in rows_of(manifest) if target is None or r["corpus"] != target]
     corpora = sorted({r["corpus"] for r in rows})
     y = np.array([LABELS.index(r["label"]) for r in rows])
     scores = {}
-    for name, extra in CANDIDATES.items():
+    for name, extra in GRIDS[grid].items():
         cfg = load_config(REPO / "configs" / f"{config}.yaml", [f"features.cache_dir={cache_dir}", *overrides, *extra])
-        f = cfg.features
-        cache = FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate)
-        x = np.stack([cache.load(*locate(r["path"], None, manifest))[:, 0] for r in rows]).astype(np.float64)
+        x = _features(cfg, manifest, tuple(r["path"] for r in rows))
+        copies = [_features(cfg, manifest, tuple(r["path"] for r in rows), k)
+                  for k in range(cfg.training.augment.waveform.copies)]
         uars = []
         for held in corpora:
             test = np.array([r["corpus"] == held for r in rows])
-            z = _normalised(x, rows, test, CONDITIONS[condition])
-            n = int((~test).sum())
-            lr = LogisticRegression(C=1 / (cfg.training.weight_decay * n), class_weight="balanced", max_iter=3000)
-            lr.fit(z[~test], y[~test])
-            uars.append(classification_metrics(y[test], lr.predict(z[test]), LABELS)["uar"])
+            if cfg.data.nap >= len({r["speaker"] for r, t in zip(rows, test) if not t}):
+                uars.append(float("nan"))  # not that many training speakers: not a candidate here
+                continue
+            z_train, z_test = _normalised(x, copies, rows, test, CONDITIONS[condition], cfg.data.nap)
+            y_train = np.concatenate([y[~test]] * (1 + len(copies)))
+            lr = LogisticRegression(C=1 / (cfg.training.weight_decay * len(y_train)), class_weight="balanced",
+                                    max_iter=3000)
+            lr.fit(z_train, y_train)
+            uars.append(classification_metrics(y[test], lr.predict(z_test), LABELS)["uar"])
         scores[name] = float(np.mean(uars))
-    best = max(scores, key=scores.get)
-    log = runs_dir / "selection.jsonl"
-    with open(log, "a") as fh:
-        fh.write(json.dumps({"config": config, "condition": condition, "without": target, "scores": scores,
-                             "chosen": best}) + "\n")
+    best = max((k for k in scores if scores[k] == scores[k]), key=scores.get)
+    with open(runs_dir / "selection.jsonl", "a") as fh:
+        fh.write(json.dumps({"grid": grid, "config": config, "condition": condition, "without": target,
+                             "scores": scores, "chosen": best}) + "\n")
     return best, scores[best]
 
 
-def _normalised(x: np.ndarray, rows: list[dict], test: np.ndarray, mode: str) -> np.ndarray:
-    """z-scores as emodet's normaliser gives them: training rows' statistics (global) or each corpus's own."""
+_LOADED: dict = {}
+
+
+def _features(cfg, manifest: Path, paths: tuple, copy: int | None = None) -> np.ndarray:
+    """The cached features of ``paths`` for ``cfg`` (augmented copy ``copy`` of them if given); every layer is
+    read once a trimming and the layer views are cut in memory."""
+    from emodet.data.augment import AugmentCopy
+    from emodet.features import apply_view
+
+    f = cfg.features
+    full_params = {**f.params, "layers": "all"}
+    augment = AugmentCopy(cfg.training.augment.waveform.to_dict(), copy, cfg.training.seed) if copy is not None else None
+    key = (f.type, json.dumps(full_params, sort_keys=True), paths, json.dumps(augment.key()) if augment else None)
+    if key not in _LOADED:
+        cache = FeatureCache(f.cache_dir, f.type, full_params, sr=cfg.data.sample_rate, augment=augment)
+        _LOADED[key] = [cache.load(*locate(p, None, manifest)) for p in paths]
+    spec = FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate).spec
+    return np.stack([apply_view(spec, x, {**full_params, **f.params})[:, 0] for x in _LOADED[key]]).astype(np.float64)
+
+
+def _normalised(x: np.ndarray, copies: list[np.ndarray], rows: list[dict], test: np.ndarray, mode: str,
+                nap: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(training matrix with the augmented copies, test matrix)`` z-scored as emodet's normaliser does:
+    the training rows' statistics (global) or each corpus's own (augmented copies a group of their own),
+    then ``nap`` speaker directions of the training rows projected out."""
+    train_parts = [x[~test], *(c[~test] for c in copies)]
     if mode == "global":
-        mean, std = x[~test].mean(0), np.maximum(x[~test].std(0), 1e-5)
-        return (x - mean) / std
-    z = np.empty_like(x)
-    for corpus in {r["corpus"] for r in rows}:
-        idx = np.array([r["corpus"] == corpus for r in rows])
-        z[idx] = (x[idx] - x[idx].mean(0)) / np.maximum(x[idx].std(0), 1e-5)
-    return z
+        pooled = np.concatenate(train_parts)
+        mean, std = pooled.mean(0), np.maximum(pooled.std(0), 1e-5)
+        train, held = (np.concatenate(train_parts) - mean) / std, (x[test] - mean) / std
+    else:
+        def by_corpus(m):
+            z = np.empty_like(m)
+            for corpus in {r["corpus"] for r in rows}:
+                idx = np.array([r["corpus"] == corpus for r in rows])
+                z[idx] = (m[idx] - m[idx].mean(0)) / np.maximum(m[idx].std(0), 1e-5)
+            return z
+        zs = [by_corpus(m) for m in (x, *copies)]
+        train, held = np.concatenate([z[~test] for z in zs]), zs[0][test]
+    if nap:
+        speakers = np.array([r["speaker"] for r in rows])[~test]
+        base = train[: int((~test).sum())]
+        means = np.stack([base[speakers == s].mean(0) for s in np.unique(speakers)])
+        u = np.linalg.svd(means - means.mean(0), full_matrices=False)[2][:nap].T
+        train, held = train - (train @ u) @ u.T, held - (held @ u) @ u.T
+    return train, held
 
 
 def per_target(predictions: dict[str, dict]) -> dict[str, float]:
@@ -175,8 +233,9 @@ def main() -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="override for every config")
     ap.add_argument("--select", nargs="*", default=[], metavar="CONFIG",
-                    help="configs whose trimming, layers and regularisation are chosen for each target corpus by "
-                         "inner leave-one-corpus-out on its training corpora (CANDIDATES)")
+                    help="configs whose settings are chosen for each target corpus by inner leave-one-corpus-out on "
+                         "its training corpora, among the candidates of --grid")
+    ap.add_argument("--grid", default="stage2", choices=sorted(GRIDS), help="the candidates of --select")
     args = ap.parse_args()
     missing = [c for c in CORPORA if not (DATASETS / c).is_dir()]
     if missing:
@@ -196,13 +255,15 @@ def main() -> int:
         for condition in CONDITIONS:
             chosen, values = {}, {}
             for target in CORPORA:
-                name, inner = select(config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides, target)
+                name, inner = select(config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides, target,
+                                     args.grid)
                 outer, _ = run_system(config, condition, manifest, args.runs_dir / "selected", args.cache_dir,
-                                      [*args.overrides, *CANDIDATES[name]], suffix=f"_{name}")
+                                      [*args.overrides, *GRIDS[args.grid][name]], suffix=f"_{name}")
                 chosen[target], values[target] = f"{name} (inner {inner:.3f})", outer[target]
                 print(f"{config} [{condition}] for {target}: chose {chosen[target]} -> {outer[target]:.3f}", flush=True)
-            table[(f"{config} selected", condition)] = values
-            everywhere, inner = select(config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides, None)
+            table[(f"{config} selected ({args.grid})", condition)] = values
+            everywhere, inner = select(config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides, None,
+                                       args.grid)
             print(f"{config} [{condition}] over all three corpora: {everywhere} (inner {inner:.3f})", flush=True)
     for spec in args.fuse:
         for condition in CONDITIONS:
