@@ -172,6 +172,9 @@ def test_compare_puts_runs_and_cross_validations_in_one_table(made, tmp_path):
             assert f"<td>{c['recall']:.3f}</td>" in table
     bad = cli("report", tmp_path / "nothing")
     assert bad.returncode == 2 and "not found" in bad.stderr
+    (tmp_path / "broken.json").write_text('{"rows": [')
+    broken = cli("report", tmp_path / "broken.json")
+    assert broken.returncode == 2 and "not a run, cross-validation, ensemble or benchmark" in broken.stderr
 
 
 def test_benchmark_tables_render_with_their_references(tmp_path):

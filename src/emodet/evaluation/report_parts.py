@@ -36,9 +36,18 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def is_table(path: Path) -> bool:
+    """A benchmark's JSON table: ``{"rows": {system: {column: value}}, ...}``."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("rows"), dict)
+
+
 def kind_of(path: Path) -> str:
     """``run``, ``cv``, ``ensemble`` or ``benchmark``; anything else is a UsageError saying what it is."""
-    if path.is_file() and path.suffix == ".json" and "rows" in read_json(path):
+    if path.is_file() and path.suffix == ".json" and is_table(path):
         return "benchmark"
     if (path / "cv_summary.json").is_file():
         return "cv"
@@ -55,8 +64,7 @@ def kind_of(path: Path) -> str:
 
 
 def benchmark_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.json") if p.name not in ("metrics.json", "ensemble.json")
-                  and "rows" in read_json(p))
+    return sorted(p for p in folder.glob("*.json") if is_table(p))
 
 
 @dataclass
