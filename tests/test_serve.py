@@ -3,6 +3,7 @@ TestClient, the real command on a loopback port, the page in headless Chromium w
 that plays a recording, and the live path fed from a file."""
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -329,8 +330,8 @@ def test_per_stream_calibration(cnn, steady_clip):
         ws.send_text(json.dumps({"type": "calibrate"}))
         stream(ws, speech[: 4 * 16000 * 4], 16000, end=False)
         ws.send_text(json.dumps({"type": "calibrate_end"}))
-        assert ws.receive_json() == {"type": "calibrated", "seconds": 4.0}
-        messages = stream(ws, speech[: 4 * 16000 * 4], 16000)
+        messages = stream(ws, speech[: 4 * 16000 * 4], 16000)  # live audio at once, while it calibrates
+    assert messages[0] == {"type": "calibrated", "seconds": 4.0} and "error" not in [m["type"] for m in messages]
     assert [m["type"] for m in messages].count("prediction") == 5
     expected = EmotionPredictor(cnn)
     expected.calibrate([(wav[i:i + 32000], 16000) for i in range(0, 64000, 32000)])
@@ -475,12 +476,12 @@ def test_predict_mic_mistakes_and_a_missing_sounddevice(fc, cnn, clip, monkeypat
 
 
 # -- the real command on a loopback port, and the page in a browser ----------------------------------
-@pytest.fixture(scope="module")
-def served(fc):
-    """``emodet serve fc.onnx`` running in its own process on 127.0.0.1: ``(base url, process)``."""
+@contextlib.contextmanager
+def serving(model, *flags):
+    """``emodet serve MODEL FLAGS`` running in its own process on 127.0.0.1: ``(base url, process)``."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "emodet", "serve", str(fc), "--port", str(port),
-                             "--max-upload-mb", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "emodet", "serve", str(model), "--port", str(port), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -490,12 +491,20 @@ def served(fc):
         except OSError:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "timeout"
             time.sleep(0.2)
-    yield base, proc
-    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield base, proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def served(fc):
+    with serving(fc, "--max-upload-mb", "2") as running:
+        yield running
 
 
 def post(url: str, data: bytes, content_type: str = "audio/wav") -> tuple[int, dict]:
@@ -557,7 +566,10 @@ def find_browser():
     return None
 
 
-def test_the_page_in_a_browser_shows_the_label_the_fake_microphone_plays(served, steady_clip, synth_corpus, tmp_path):
+@contextlib.contextmanager
+def browser(microphone: Path):
+    """Headless Chromium whose fake microphone plays ``microphone``: ``(driver, wait, text of an element)``;
+    skips, saying why, where no browser is installed."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium")
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -566,39 +578,63 @@ def test_the_page_in_a_browser_shows_the_label_the_fake_microphone_plays(served,
     found = find_browser()
     if not found:
         pytest.skip("no Chromium and chromedriver on the PATH (apt-get install chromium chromium-driver)")
-    clip, label = steady_clip
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={clip}",
+                "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone}",
                 "--autoplay-policy=no-user-gesture-required", "--window-size=900,1000"):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(found[1]))
-    text = lambda id_: driver.find_element(By.ID, id_).text  # noqa: E731
     try:
+        yield driver, WebDriverWait(driver, 30, poll_frequency=0.2), lambda id_: driver.find_element(By.ID, id_).text
+    finally:
+        driver.quit()
+
+
+def windows_shown(driver) -> int:
+    return int(driver.find_element("id", "timeline").get_attribute("data-windows"))
+
+
+def test_the_page_in_a_browser_shows_the_label_the_fake_microphone_plays(served, steady_clip, synth_corpus, tmp_path):
+    clip, label = steady_clip
+    with browser(clip) as (driver, wait, text):
         driver.get(served[0] + "/")
-        wait = WebDriverWait(driver, 30, poll_frequency=0.2)
-        wait.until(lambda d: d.find_element(By.ID, "record").is_enabled())
-        driver.find_element(By.ID, "record").click()
-        wait.until(lambda d: int(d.find_element(By.ID, "timeline").get_attribute("data-windows")) >= 4)
+        wait.until(lambda d: d.find_element("id", "record").is_enabled())
+        driver.find_element("id", "record").click()
+        wait.until(lambda d: windows_shown(d) >= 4)
         assert text("current-label").lower() == label, (text("current-label"), text("error"))
         assert text("current-confidence").endswith("%") and not text("error")
-        bars = driver.find_elements(By.CSS_SELECTOR, "#bars .pct")
+        bars = driver.find_elements("css selector", "#bars .pct")
         assert len(bars) == 5 and max(int(b.text.rstrip("%")) for b in bars) >= 40
         mixed = tmp_path / "three_emotions.wav"
         sf.write(mixed, np.concatenate([load_audio(f) for lab in ("angry", "sad", "happy")
                                         for f in sorted(synth_corpus.glob(f"{lab}/*.wav"))[3:5]]), 16000)
-        driver.find_element(By.ID, "file").send_keys(str(mixed))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#segments .segment"))
+        driver.find_element("id", "file").send_keys(str(mixed))
+        wait.until(lambda d: d.find_elements("css selector", "#segments .segment"))
         assert "three_emotions.wav" in text("file-summary") and len(text("segment-list").splitlines()) >= 2
         if os.environ.get("EMODET_SCREENSHOT"):  # the README's picture: EMODET_SCREENSHOT=1 pytest -k browser
+            wait.until(lambda d: windows_shown(d) >= 24)
             driver.save_screenshot(str(REPO / "docs" / "serve_page.png"))
-        driver.find_element(By.ID, "record").click()
-        wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Recorded"))
+        driver.find_element("id", "record").click()
+        wait.until(lambda d: d.find_element("id", "status").text.startswith("Recorded"))
         driver.set_window_size(380, 900)  # a narrow window: nothing wider than the screen
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
-    finally:
-        driver.quit()
+
+
+@pytest.mark.slow
+def test_the_page_calibrates_a_per_speaker_model_behind_a_token(cnn, steady_clip):
+    """A per-speaker model served with a token: the page opened with ?token= calibrates on the first 5 s of the
+    microphone, then predicts; its scripts and WebSocket carry the token in the cookie."""
+    with serving(cnn, "--token", TOKEN) as (base, _), browser(steady_clip[0]) as (driver, wait, text):
+        driver.get(base + "/")
+        assert "needs its token" in driver.page_source
+        driver.get(f"{base}/?token={TOKEN}")
+        wait.until(lambda d: d.find_element("id", "record").is_enabled())
+        assert "?token" not in driver.current_url and "calibrates" in text("model")
+        driver.find_element("id", "record").click()
+        wait.until(lambda d: d.find_element("id", "status").text.startswith("Calibrated on 5.0 s"))
+        wait.until(lambda d: windows_shown(d) >= 2)
+        assert text("current-label").lower() in EmotionPredictor(cnn).labels and not text("error")
 
 
 def test_serving_imports_no_torch(fc):

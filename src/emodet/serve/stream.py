@@ -122,7 +122,7 @@ class StreamSession:
             if held < CALIBRATION_SECONDS[1]:
                 self.calibration.append(samples)
             return
-        if self.predictor.needs_calibration:
+        if self.predictor.needs_calibration and not self.calibration_due:  # (due: live audio while it calibrates)
             if not self.told_uncalibrated:
                 self.told_uncalibrated = True
                 self.replies.append({"type": "error", "message": f"this model normalises per {self._per()} and needs "
@@ -151,25 +151,31 @@ class StreamSession:
         return x
 
     # -- the server's work ----------------------------------------------------------------------
-    def calibrate(self) -> dict:
-        """Per-stream statistics from the calibration audio (run on a worker thread); the reply to send."""
+    def take_calibration(self) -> np.ndarray:
+        """The calibration audio, ending the calibration phase."""
         audio = np.concatenate(self.calibration) if self.calibration else np.zeros(0, np.float32)
-        self.calibration, self.calibration_due = None, False
+        self.calibration = None
+        return audio
+
+    def calibrated(self, audio: np.ndarray):
+        """``(a predictor calibrated on audio of the speaker or None, the reply)``; runs on a worker thread."""
         seconds = len(audio) / self.sr
         if seconds < CALIBRATION_SECONDS[0]:
-            return {"type": "error", "message": f"calibration needs at least {CALIBRATION_SECONDS[0]:g} s of the "
-                                                f"speaker, got {seconds:.2f} s: {CALIBRATE_HINT}"}
+            return None, {"type": "error", "message": f"calibration needs at least {CALIBRATION_SECONDS[0]:g} s of the "
+                                                      f"speaker, got {seconds:.2f} s: {CALIBRATE_HINT}"}
         step = int(CALIBRATION_PIECE_SECONDS * self.sr)
         pieces = [(audio[i:i + step], self.sr) for i in range(0, len(audio), step) if len(audio[i:i + step]) > self.sr // 4]
         twin = private_copy(self.predictor)
         try:
             (twin.adapt if twin.needs == "adapt" else twin.calibrate)(pieces)
         except EmodetError as exc:
-            return {"type": "error", "message": f"calibration failed: {exc}"}
-        self.predictor = twin
+            return None, {"type": "error", "message": f"calibration failed: {exc}"}
+        return twin, {"type": "calibrated", "seconds": round(seconds, 3)}
+
+    def use(self, predictor) -> None:
+        self.predictor = predictor
         if self.live is not None:
-            self.live.predictor = twin
-        return {"type": "calibrated", "seconds": round(seconds, 3)}
+            self.live.predictor = predictor
 
     def due(self, finishing: bool = False):
         if self.live is None:
@@ -250,7 +256,14 @@ async def send_due(websocket: WebSocket, session: StreamSession, finishing: bool
     while session.replies:
         await websocket.send_json(session.replies.popleft())
     if session.calibration_due:
-        await websocket.send_json(await run_in_threadpool(session.calibrate))
+        twin, reply = await run_in_threadpool(session.calibrated, session.take_calibration())
+        if twin is not None:
+            session.use(twin)
+        session.calibration_due = False
+        await websocket.send_json(reply)
+    if session.predictor.needs_calibration:  # audio that came while a calibration failed: nothing to say of it
+        session.due(finishing)
+        return
     for window in session.due(finishing):
         probs = await run_in_threadpool(session.predictor.predict, window.samples, session.sr)
         note = session.drop_note()

@@ -192,11 +192,13 @@ function showFile(result) {
   const time = {};
   segments.forEach((s) => { time[s.label] = (time[s.label] || 0) + s.end - s.start; });
   const top = Object.entries(time).sort((a, b) => b[1] - a[1])[0];
-  drawBars(mean);
-  if (top) showCurrent(top[0], mean[top[0]]);
+  if (!state.recording) {  // the bars and label are the microphone's while it records
+    drawBars(mean);
+    if (top) showCurrent(top[0], mean[top[0]]);
+  }
   $("file-summary").textContent = `${result.file}: ${end.toFixed(1)} s, ` +
     Object.entries(time).sort((a, b) => b[1] - a[1]).map(([l, s]) => `${l} ${s.toFixed(1)} s`).join(", ") +
-    " (bars: the mean over its windows)";
+    (state.recording ? "" : " (bars: the mean over its windows)");
   $("segments").innerHTML = segments.map((s) =>
     `<div class="segment" data-label="${esc(s.label)}" title="${s.start.toFixed(2)}–${s.end.toFixed(2)} s: ${esc(s.label)} ` +
     `(${s.confidence.toFixed(2)})" style="flex:${Math.max(s.end - s.start, 0.001)};background:${colour(s.label)}"></div>`).join("");
