@@ -5,7 +5,7 @@ import torch
 from emodet.core.errors import UnknownNameError, UsageError
 from emodet.models import _MODEL_REGISTRY, build_model, count_parameters, list_models, register_model
 
-FAMILIES = ["fc", "cnn", "resnet", "lstm", "crnn"]
+FAMILIES = ["fc", "cnn", "resnet", "lstm", "crnn", "dscnn"]
 
 
 def test_registry_lists_families_and_errors():
@@ -59,7 +59,7 @@ def test_fc_on_functionals():
 SLOW = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name,extra", [("fc", {}), ("cnn", {}), pytest.param("cnn", {"pooling": "meanstd"}, marks=SLOW),
+@pytest.mark.parametrize("name,extra", [("fc", {}), ("cnn", {}), ("dscnn", {}), pytest.param("cnn", {"pooling": "meanstd"}, marks=SLOW),
                                         pytest.param("resnet", {}, marks=SLOW), pytest.param("lstm", {}, marks=SLOW),
                                         pytest.param("crnn", {}, marks=SLOW)])
 def test_export_parity_in_onnxruntime(name, extra, tmp_path):

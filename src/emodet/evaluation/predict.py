@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from ..core.errors import UsageError
 from ..data.cache import FeatureCache
-from ..data.dataset import FeatureDataset, locate, pad_collate, pool_chunks
+from ..data.dataset import FeatureDataset, locate, pad_collate, pool_chunks, row_cache
 from ..data.normalize import GROUPED_MODES, Normalizer
 from ..training.device import autocast_context, unwrap
 
@@ -33,8 +35,10 @@ def predict_logits(model: nn.Module, loader, device: torch.device | str = "cpu",
 
 
 def predict_rows(model: torch.nn.Module, rows: list[dict], root, manifest_path, labels: list[str],
-                 cache: FeatureCache, normalizer: dict, batch_size: int = 32) -> torch.Tensor:
-    """Logits ``(N, C)`` of ``model`` for manifest ``rows`` (whole recordings, cached features).
+                 cache: FeatureCache, normalizer: dict, batch_size: int = 32,
+                 variant_caches: dict | None = None) -> torch.Tensor:
+    """Logits ``(N, C)`` of ``model`` for manifest ``rows`` (whole recordings, cached features; a row with a
+    ``variant`` key, an augmented copy, from ``variant_caches``).
 
     ``normalizer``: the run's saved normalisation (``{"mode": ...}``); ``speaker`` (``corpus``) mode
     takes each speaker's (corpus's) statistics from the given rows of that speaker (corpus).
@@ -46,11 +50,14 @@ def predict_rows(model: torch.nn.Module, rows: list[dict], root, manifest_path, 
         if not (base / rel).is_file():
             raise UsageError(f"{manifest_path or 'manifest'}, row {i + 1}: file not found: {base / rel}")
     mode = normalizer.get("mode", "none")
-    if mode in GROUPED_MODES:
-        norm = Normalizer.fit(mode, rows, lambda r: cache.load(*locate(r["path"], root, manifest_path)))
-    else:
-        norm = Normalizer.from_dict(normalizer)
-    ds = FeatureDataset(rows, root, cache, labels, normalizer=norm, manifest_path=manifest_path)
+    norm = Normalizer.from_dict(normalizer)
+    if mode in GROUPED_MODES:  # the groups' statistics from these rows; the run's projection, if any, kept
+        def load(r):
+            return row_cache(r, cache, variant_caches).load(*locate(r["path"], root, manifest_path))
+
+        norm = dataclasses.replace(Normalizer.fit(mode, rows, load), nap=norm.nap)
+    ds = FeatureDataset(rows, root, cache, labels, normalizer=norm, manifest_path=manifest_path,
+                        variant_caches=variant_caches)
     device = next(model.parameters()).device
     logits, _ = predict_logits(model, DataLoader(ds, batch_size=batch_size, collate_fn=pad_collate), device)
     return logits

@@ -2,6 +2,6 @@
 ``layer_sum`` (a head over pretrained encoder states)."""
 
 from .registry import _MODEL_REGISTRY, build_model, count_parameters, get_model_entry, list_models, register_model
-from . import fc, cnn, resnet, lstm, crnn, layer_sum  # noqa: F401,E402  (register the families)
+from . import fc, cnn, resnet, lstm, crnn, layer_sum, dscnn  # noqa: F401,E402  (register the families)
 
 __all__ = ["_MODEL_REGISTRY", "build_model", "count_parameters", "get_model_entry", "list_models", "register_model"]

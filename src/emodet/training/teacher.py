@@ -4,9 +4,10 @@ Two kinds, chosen by ``load_teacher``:
 
 - ``BatchTeacher``: the teacher shares the student's features and normalisation, so it runs on the
   student's batches (augmentation included): ``teacher(x, lengths) -> logits``.
-- ``RecordingTeacher``: it uses other features (an MLP on openSMILE functionals teaching a log-mel
-  CNN): its logits are computed once a training recording from its own inputs and ride along in
-  the batch (``batch[3]``).
+- ``RecordingTeacher``: it uses other features (an MLP on openSMILE functionals, or a pretrained
+  encoder, teaching a log-mel CNN): its logits are computed once a training recording from its own
+  inputs and ride along in the batch (``batch[3]``); an augmented training copy (speed, noise, room,
+  codec) is given to the teacher augmented the same way.
 
 A teacher that trained or validated on one of the student's test speakers is refused: its outputs
 would leak them.
@@ -81,14 +82,18 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
     if sorted(info.labels) != sorted(data.labels):
         raise UsageError(f"training.distill.teacher {path}: its labels ({', '.join(info.labels)}) differ from the "
                          f"student's ({', '.join(data.labels)})")
-    for key, why in (("mixup", "its outputs are per recording"), ("speed", "its outputs are of the unperturbed "
-                                                                           "recordings")):
-        if getattr(cfg.training.augment, key):
-            raise UsageError(f"training.augment.{key} cannot be combined with a teacher on other features or "
-                             f"normalisation ({why}); turn {key} off or use a teacher with the student's features and "
-                             "normalisation")
+    if cfg.training.augment.mixup:
+        raise UsageError("training.augment.mixup cannot be combined with a teacher on other features or normalisation "
+                         "(its outputs are per recording); set mixup to 0 or use a teacher with the student's features "
+                         "and normalisation")
     load_plugins(info.plugins)
-    cache = FeatureCache(data.cache.root_dir, info.feature, info.feature_params, sr=info.sample_rate)
-    logits = predict_rows(model, train_rows, data.root, data.manifest_path, info.labels, cache, info.normalizer)
+
+    def teacher_cache(student_cache=None) -> FeatureCache:  # the teacher's features of the same (augmented) audio
+        return FeatureCache(data.cache.root_dir, info.feature, info.feature_params, sr=info.sample_rate,
+                            speed=getattr(student_cache, "speed", None), augment=getattr(student_cache, "augment", None))
+
+    variants = {name: teacher_cache(c) for name, c in data.variant_caches.items()}
+    logits = predict_rows(model, train_rows, data.root, data.manifest_path, info.labels, teacher_cache(),
+                          info.normalizer, variant_caches=variants)
     order = [info.labels.index(label) for label in data.labels]
     return RecordingTeacher(logits[:, order].contiguous())
