@@ -97,15 +97,15 @@ def plot_reliability(calibration: dict, path: str | Path, title: str = "") -> No
         used = [i for i, c in enumerate(r["count"]) if c]
         label = f"{name} (ECE {calibration['ece_' + key.split('_')[1]]:.3f})"
         a.plot([r["confidence"][i] for i in used], [r["accuracy"][i] for i in used], marker="o", label=label)
-    a.set_xlabel("confidence (top probability)")
-    a.set_ylabel("accuracy")
+    a.set_xlabel("confidence (top probability, 0-1)")
+    a.set_ylabel("accuracy in the bin (0-1)")
     a.set_xlim(0, 1)
     a.set_ylim(0, 1)
     a.legend(loc="upper left", fontsize=8)
     curve = [c for c in calibration["coverage"] if c["coverage"] > 0]
     b.plot([c["coverage"] for c in curve], [c["accuracy"] for c in curve], marker=".")
-    b.set_xlabel("coverage (share of recordings answered)")
-    b.set_ylabel("accuracy of the answered")
+    b.set_xlabel("coverage (share of recordings answered, 0-1)")
+    b.set_ylabel("accuracy of the answered (0-1)")
     b.set_xlim(0, 1.02)
     b.set_ylim(0, 1.02)
     b.set_title("abstaining below a confidence", fontsize=9)
