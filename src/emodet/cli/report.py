@@ -17,7 +17,9 @@ def add_report(sub) -> None:
                     "split and label, normalisation and what it needs at deployment, time, size), the figures with "
                     "95% intervals from a bootstrap over speakers, per-class figures, the confusion matrix, UAR of "
                     "each speaker, learning curves, calibration, and the most confidently misclassified recordings "
-                    "with players. `emodet train` and `emodet cv` write one at the end (report.html).",
+                    "with players. `emodet train` and `emodet cv` write one at the end (report.html). An ensemble "
+                    "not yet evaluated is evaluated on its members' test split first (eval_test.json, as `emodet "
+                    "evaluate` writes it).",
         epilog=examples("emodet report runs/cnn_v1                         # -> runs/cnn_v1/report.html",
                         "emodet report runs/cnn_cv --compare runs/fc_cv runs/lin_cv --out compare.html",
                         "emodet report runs/abc --audio link               # an ensemble; players link the recordings",
