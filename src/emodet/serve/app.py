@@ -20,10 +20,11 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..core.errors import UsageError
@@ -127,6 +128,8 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
         except UploadError as exc:
             log.info("refused an upload (%d): %s", exc.status, exc.reason)
             return JSONResponse({"detail": exc.reason}, exc.status)
+        except ClientDisconnect:  # the client left mid-upload: nobody to answer
+            return Response(status_code=400)
         return JSONResponse(record)
 
     @app.websocket("/stream")
