@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 from conftest import REPO, cli
 
@@ -128,3 +130,33 @@ def test_speed_perturbation_adds_training_copies_only(tmp_path, synth_corpus):
     assert metrics["augmented_copies"] == {"speed0.9": len(train), "speed1.1": len(train)}
     manifest = list(csv.DictReader(open(tmp_path / "runs" / "sp" / "manifest.csv")))
     assert len(manifest) == 45 and not any("@" in r["speaker"] for r in manifest)
+
+
+@pytest.mark.slow
+def test_a_teacher_on_other_features_sees_augmented_copies_augmented_alike(tmp_path, trained_runs, synth_corpus):
+    """An MLP on MFCC statistics teaching a log-mel student trained with a noisy copy of each recording: the
+    teacher's outputs for a copy come from its own features of the same noisy audio."""
+    import dataclasses
+
+    import numpy as np
+
+    from emodet.config import load_config
+    from emodet.data.prepare import fit_normalizer, prepare_data
+    from emodet.training.teacher import RecordingTeacher, load_teacher
+
+    cfg = load_config(REPO / "configs" / "edge_student.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "model.preset=tiny",
+        "training.augment.waveform.copies=1", "training.augment.waveform.reverb=0", "training.augment.waveform.codec=0",
+        "training.augment.waveform.noise=1.0", f"training.distill.teacher={trained_runs / 'fc'}",
+        f"features.cache_dir={tmp_path / 'c'}"])
+    data = prepare_data(cfg, progress=False)
+    train = [r for r in data.rows if r["split"] == "train"] + data.augmented
+    assert len(data.augmented) == len(train) // 2 and {r["variant"] for r in data.augmented} == {"aug0"}
+    test = {r["speaker"] for r in data.rows if r["split"] == "test"}
+    normalizer = fit_normalizer(cfg, data).to_dict()
+    with pytest.raises(Exception, match="trained on test speaker"):  # the fc fixture saw every speaker
+        load_teacher(cfg, data, train, test, normalizer)
+    teacher = load_teacher(dataclasses.replace(cfg), data, train, set(), normalizer)
+    assert isinstance(teacher, RecordingTeacher) and teacher.logits.shape == (len(train), len(data.labels))
+    half = len(train) // 2
+    assert not np.allclose(teacher.logits[:half].numpy(), teacher.logits[half:].numpy(), atol=1e-3)
