@@ -107,3 +107,27 @@ def test_unknown_label_and_missing_file_are_named(manifest_rows, synth_corpus, c
     ds = FeatureDataset(rows, synth_corpus, cache, LABELS)
     with pytest.raises(UsageError, match="row 1: file not found: .*nope.wav"):
         ds[0]
+
+
+def test_nuisance_attribute_projection_removes_speaker_directions():
+    """Speakers shifted along their own directions, emotions along others: the projection learnt from the
+    speakers' means removes the shifts and keeps the emotions."""
+    rng = np.random.default_rng(0)
+    shifts = rng.normal(size=(8, 10))
+    shifts[:, :4] = 0  # speakers differ in dimensions 4-9, emotions (below) in 0-3
+    rows, feats = [], {}
+    for s in range(8):
+        for e in range(4):
+            row = {"speaker": f"s{s}", "path": f"{s}/{e}"}
+            feats[row["path"]] = (shifts[s] * 3 + np.eye(10)[e] + rng.normal(size=10) * 0.01)[:, None].astype(np.float32)
+            rows.append(row)
+    norm = Normalizer.fit("global", rows, lambda r: feats[r["path"]], nap=6)
+    assert norm.nap.shape == (10, 6)
+    projected = np.stack([norm(feats[r["path"]], r)[:, 0] for r in rows])
+    by_speaker = projected.reshape(8, 4, 10).mean(1)
+    assert by_speaker.std(0).max() < 0.05  # the speakers' means coincide
+    assert projected.reshape(8, 4, 10).std(1).mean() > 0.2  # the emotions still differ within a speaker
+    back = Normalizer.from_dict(norm.to_dict())
+    np.testing.assert_allclose(back(feats["0/1"], rows[1]), norm(feats["0/1"], rows[1]), atol=1e-5)
+    with pytest.raises(UsageError, match="needs more than 8 training speakers"):
+        Normalizer.fit("global", rows, lambda r: feats[r["path"]], nap=8)

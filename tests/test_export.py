@@ -314,3 +314,18 @@ def test_functionals_model_in_the_runtime_equals_training_and_fuses_with_a_cnn(f
     assert uncalibrated.returncode == 2 and "--calibrate" in uncalibrated.stderr
     bad = cli("predict", cnn_path, files[0], "--weights", "1", "2")
     assert bad.returncode == 2 and "--weights go with --fuse" in bad.stderr
+
+
+def test_a_projection_goes_into_the_graph(synth_corpus, tmp_path):
+    """data.nap: the nuisance projection is applied inside the exported graph (parity holds, metadata stays small)."""
+    import onnxruntime as ort
+
+    run_experiment(load_config(REPO / "configs" / "fc_mfcc.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.normalize=global", "data.nap=1", "data.split.val=0",
+        "data.split.test=1", "training.early_stopping.select=last", "training.early_stopping.patience=0",
+        "training.epochs=3", f"features.cache_dir={tmp_path / 'c'}"]), "nap", tmp_path / "runs", progress=False)
+    assert len(json.loads((tmp_path / "runs" / "nap" / "metrics.json").read_text())["normalizer"]["nap"]) == 1
+    report = export_run(tmp_path / "runs" / "nap", tmp_path / "nap.onnx")
+    assert report["max_abs_diff"] < 1e-3
+    meta = ort.InferenceSession(str(tmp_path / "nap.onnx")).get_modelmeta().custom_metadata_map
+    assert "nap" not in json.loads(meta["emodet.normalizer"])  # the matrix lives in the graph
