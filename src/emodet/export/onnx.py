@@ -34,9 +34,8 @@ class DeployModel(nn.Module):
         if self.mode == "global":
             self.register_buffer("mean", torch.tensor(normalizer["mean"], dtype=torch.float32)[:, None])
             self.register_buffer("std", torch.tensor(normalizer["std"], dtype=torch.float32)[:, None])
-        self.nap = None
-        if normalizer.get("nap"):  # nuisance directions projected out after normalising
-            self.register_buffer("nap", torch.tensor(normalizer["nap"], dtype=torch.float32).t())
+        nap = normalizer.get("nap")  # nuisance directions projected out after normalising
+        self.register_buffer("nap", torch.tensor(nap, dtype=torch.float32).t() if nap else None)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, norm_mean: torch.Tensor | None = None,
                 norm_std: torch.Tensor | None = None) -> torch.Tensor:
