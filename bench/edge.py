@@ -111,6 +111,8 @@ def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
         print(f"{name:<22}{a:>9.2f}{b:>9.2f}{sizes[name] / 1e6:>10.3f}")
     print(f"ONNX Runtime fp32 vs eager: {p50['PyTorch eager'] / p50['ONNX Runtime fp32']:.2f}x faster; "
           f"int8 size {sizes['ONNX Runtime int8'] / sizes['ONNX Runtime fp32']:.0%} of fp32")
+    return {"p50_fp32": p50["ONNX Runtime fp32"], "p50_int8": p50["ONNX Runtime int8"],
+            "mb_fp32": sizes["ONNX Runtime fp32"] / 1e6, "mb_int8": sizes["ONNX Runtime int8"] / 1e6}
 
 
 def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
@@ -138,6 +140,7 @@ def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
     print(f"fp32 UAR {m['fp32']['uar']:.3f}  WA {m['fp32']['wa']:.3f}")
     print(f"int8 UAR {m['int8']['uar']:.3f}  WA {m['int8']['wa']:.3f}  -> change {100 * (m['int8']['uar'] - m['fp32']['uar']):+.1f} "
           f"points; same top label on {agree:.1%} of recordings")
+    return {"uar_fp32": m["fp32"]["uar"], "uar_int8": m["int8"]["uar"]}
 
 
 def held_out_rows(fold: Path) -> tuple[list[dict], list[str]]:
@@ -212,6 +215,9 @@ def main() -> int:
     ap.add_argument("--fuse", type=Path, nargs="+", default=[], metavar="CV_DIR",
                     help="LOSO run directories to late-fuse with --cv-dir (the tiny fused model's figures)")
     ap.add_argument("--fused-only", action="store_true", help="only the fused model's figures")
+    ap.add_argument("--compare", type=Path, nargs="+", default=[], metavar="CV_DIR",
+                    help="more LOSO run directories (e.g. edge students): the same figures for each, in one table "
+                         "beside --cv-dir's")
     args = ap.parse_args()
     run = args.run or next(iter(sorted(args.cv_dir.glob("fold_*"))), None)
     if run is None:
@@ -219,8 +225,16 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         if not args.fused_only:
-            latency(run, Path(tmp), args.repeats)
-            quantisation_cost(args.cv_dir, Path(tmp))
+            table = {}
+            for cv_dir in [args.cv_dir, *args.compare]:
+                first = run if cv_dir == args.cv_dir else next(iter(sorted(cv_dir.glob("fold_*"))))
+                table[cv_dir.name] = {**latency(first, Path(tmp), args.repeats),
+                                      **(quantisation_cost(cv_dir, Path(tmp)) or {})}
+            if args.compare:
+                print(f"\n{'model (LOSO dir)':<40}{'MB fp32':>9}{'MB int8':>9}{'p50 ms':>8}{'UAR fp32':>10}{'UAR int8':>10}")
+                for name, t in table.items():
+                    print(f"{name:<40}{t['mb_fp32']:>9.3f}{t['mb_int8']:>9.3f}{t['p50_fp32']:>8.2f}"
+                          f"{t.get('uar_fp32', float('nan')):>10.3f}{t.get('uar_int8', float('nan')):>10.3f}")
         if args.fuse:
             fused_model([args.cv_dir, *args.fuse], Path(tmp), args.repeats)
     return 0
