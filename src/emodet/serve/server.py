@@ -23,8 +23,9 @@ def run_server(predictor, spec: dict, settings: ServeSettings, host: str = "127.
     each worker process when ``workers > 1``."""
     import uvicorn
 
+    # audio does not deflate: compressing each chunk would only cost CPU on both sides
     common = {"host": host, "port": port, "access_log": access_log, "ws_max_size": WS_MAX_BYTES,
-              "server_header": False, "proxy_headers": False, "log_level": "info"}
+              "ws_per_message_deflate": False, "server_header": False, "proxy_headers": False, "log_level": "info"}
     if workers <= 1:
         uvicorn.run(create_app(predictor, settings), **common)
         return

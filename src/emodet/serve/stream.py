@@ -192,7 +192,8 @@ class StreamSession:
                           "slowly, or a busy server): the oldest windows were skipped"}
 
     def summary(self) -> dict:
-        return {"type": "summary", **(self.live.summary() if self.live else {"seconds": 0.0, "labels": {}})}
+        return {"type": "summary", **(self.live.summary() if self.live else
+                                      {"seconds": 0.0, "labels": {}, "windows": 0, "dropped_s": 0.0})}
 
 
 async def run_stream(websocket: WebSocket, predictor) -> None:
