@@ -42,14 +42,16 @@ def test_export_parity_and_metadata(trained_runs, exported, synth_corpus):
                           .custom_metadata_map["emodet.normalizer"])["mean"]) == 40
     # the runtime equals the PyTorch path at several lengths (fc: features computed in numpy by the runtime)
     model = load_predictor(trained_runs / "fc")
-    stats = json.loads((trained_runs / "fc" / "metrics.json").read_text())["normalizer"]
+    metrics = json.loads((trained_runs / "fc" / "metrics.json").read_text())
+    stats, temperature = metrics["normalizer"], metrics["calibration"]["temperature"]
     pred = EmotionPredictor(out / "fc.onnx")
+    assert pred.temperature == pytest.approx(temperature) and temperature != 1.0  # fitted on the validation split
     wav = sf.read(synth_corpus / "sad" / "spk01_sad_000.wav", dtype="float32")[0]
     for n in (4000, 16000, len(wav)):
         feats = compute_feature("mfcc", wav[:n], 16000, {"n_mfcc": 40, "n_mels": 64})
         x = (feats - np.array(stats["mean"])[:, None]) / np.array(stats["std"])[:, None]
         with torch.no_grad():
-            ref = torch.softmax(model(torch.from_numpy(x[None].astype(np.float32))), 1)[0].numpy()
+            ref = torch.softmax(model(torch.from_numpy(x[None].astype(np.float32))) / temperature, 1)[0].numpy()
         np.testing.assert_allclose(list(pred.predict(wav[:n], sr=16000).values()), ref, atol=1e-4)
         np.testing.assert_allclose(list(pred.predict((wav[:n], 16000)).values()), ref, atol=1e-4)
 

@@ -44,7 +44,12 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.set_defaults(help_of=parser)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # files after an option that takes one value (predict m.onnx --calibrate a.wav b.wav): more files
+        if isinstance(getattr(args, "files", None), list) and not any(e.startswith("-") for e in extra):
+            args.files.extend(extra)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):  # `emodet` or `emodet data` alone: the help of what was given
         args.help_of.print_help()
         return EXIT_USAGE

@@ -46,14 +46,15 @@ class _WithLengths(nn.Module):
 
 
 def export_onnx(model: nn.Module, path: str | Path, example_inputs: tuple, input_names: list[str],
-                dynamic_shapes: dict, opset: int = 18, metadata: dict | None = None) -> Path:
+                dynamic_shapes: dict, opset: int = 18, metadata: dict | None = None,
+                output_names: tuple = ("logits",)) -> Path:
     """Export ``model`` with ``torch.onnx.export(dynamo=True)`` and write the file atomically."""
     import onnx
 
     model = model.eval()
     torch._dynamo.reset()  # a fresh tracer: state from an earlier export can specialise dynamic dimensions
     with quiet():
-        program = torch.onnx.export(model, example_inputs, input_names=input_names, output_names=["logits"],
+        program = torch.onnx.export(model, example_inputs, input_names=input_names, output_names=list(output_names),
                                     dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True,
                                     external_data=False, verbose=False)
     proto = program.model_proto

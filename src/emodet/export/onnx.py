@@ -27,9 +27,11 @@ class DeployModel(nn.Module):
     ``norm_mean`` and ``norm_std`` ``(F,)``; global statistics are constants of the graph.
     """
 
-    def __init__(self, model: nn.Module, frontend: nn.Module | None, hop_length: int, normalizer: dict):
+    def __init__(self, model: nn.Module, frontend: nn.Module | None, hop_length: int, normalizer: dict,
+                 features_out: bool = False):
         super().__init__()
         self.model, self.frontend, self.hop = model, frontend, hop_length
+        self.features_out = features_out  # also output the features (a runtime that cannot compute them calibrates)
         self.mode = normalizer.get("mode", "none")
         if self.mode == "global":
             self.register_buffer("mean", torch.tensor(normalizer["mean"], dtype=torch.float32)[:, None])
@@ -44,13 +46,15 @@ class DeployModel(nn.Module):
         elif self.frontend is not None:
             x = self.frontend(x)
             lengths = torch.div(lengths, self.hop, rounding_mode="floor") + 1
+        features = x
         if self.mode == "global":
             x = (x - self.mean) / self.std
         elif self.mode in GROUPED_MODES:  # the speaker's (or domain's) statistics, given as inputs
             x = (x - norm_mean[:, None]) / norm_std[:, None]
         if self.nap is not None:
             x = x - torch.matmul(self.nap, torch.matmul(self.nap.t(), x))
-        return self.model(x, lengths)
+        logits = self.model(x, lengths)
+        return (logits, features) if self.features_out else logits
 
 
 def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_features: bool = False,
@@ -87,9 +91,11 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
     elif with_features:
         frontend = spec.module_factory(sr, info.feature_params).eval()
     hop = int(frame_params.get("hop_length") or 1)
-    deploy = DeployModel(model, frontend, hop, info.normalizer).eval()
-    n_feat = int(info.input_shape[0])
     speaker = info.normalize in GROUPED_MODES  # statistics of the speaker (or domain) come as inputs
+    # the runtime computes statistics from features; one it cannot compute comes out of the graph beside the logits
+    features_out = speaker and spec.graph_only
+    deploy = DeployModel(model, frontend, hop, info.normalizer, features_out).eval()
+    n_feat = int(info.input_shape[0])
     batch = torch.export.Dim("batch", min=1, max=4096)
     max_seconds = getattr(frontend, "max_seconds", None)  # an encoder's window: the runtime cuts longer audio
     if with_features:
@@ -115,7 +121,8 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
         metadata["emodet.max_seconds"] = max_seconds
     metadata["emodet.temperature"] = float(info.metrics.get("calibration", {}).get("temperature", 1.0))
     out = Path(out)
-    export_onnx(deploy, out, example, names, shapes, opset, metadata)
+    export_onnx(deploy, out, example, names, shapes, opset, metadata,
+                ("logits", "features") if features_out else ("logits",))
     report = {"path": str(out), "bytes": out.stat().st_size, "inputs": names}
     if verify:
         report["max_abs_diff"], excess = parity(deploy, out, names, info, with_features, n_feat, speaker, sr)

@@ -59,7 +59,8 @@ def parity(deploy, path, names, info, with_features, n_feat, speaker, sr) -> tup
     worst, excess = 0.0, -np.inf
     for feed in feeds(real_inputs(info, sr), names, info, with_features, n_feat, speaker, sr):
         with torch.no_grad():
-            ref = deploy(*[torch.from_numpy(feed[n]) for n in names]).numpy()
+            ref = deploy(*[torch.from_numpy(feed[n]) for n in names])
+            ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
         diff = np.abs(session.run(["logits"], feed)[0] - ref)
         worst = max(worst, float(diff.max()))
         excess = max(excess, float((diff - TOLERANCE - TOLERANCE * np.abs(ref)).max()))

@@ -90,6 +90,7 @@ class EmotionPredictor(ProbabilityAPI):
         # temperature scaling fitted on held-out predictions: honest confidences, the same answers
         self.temperature = float(meta.get("emodet.temperature", 1.0))
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
         # files exported before "emodet.needs" existed: statistics as inputs meant per-speaker normalisation
         self.needs = meta.get("emodet.needs") or ("calibrate" if "norm_mean" in self.input_names else "nothing")
         self._frontend = None
@@ -103,13 +104,17 @@ class EmotionPredictor(ProbabilityAPI):
 
     def calibrate(self, recordings, sr: int | None = None) -> None:
         """Per-speaker statistics from a few recordings (paths, or arrays at ``sr``) of one speaker."""
-        self._set_statistics(recordings, sr, "calibrating", "of the speaker")
+        self._set_statistics(recordings, sr, "calibrating", "of the speaker", "calibration")
 
     def adapt(self, recordings, sr: int | None = None) -> None:
         """Per-domain statistics from unlabelled recordings of the new domain (a corpus, a line, a room)."""
-        self._set_statistics(recordings, sr, "adapting", "of the domain")
+        self._set_statistics(recordings, sr, "adapting", "of the domain", "adaptation")
 
-    def _set_statistics(self, recordings, sr, doing: str, of_what: str) -> None:
+    def _set_statistics(self, recordings, sr, doing: str, of_what: str, noun: str) -> None:
+        if self.needs == "nothing":
+            warnings.warn(f"{self.path.name} normalises with its training statistics and needs no {noun}: "
+                          "the recordings are not used", CalibrationWarning, stacklevel=3)
+            return
         recordings = list(recordings)
         if not recordings:
             raise UsageError(f"{doing} {self.path.name} needs recordings {of_what}, got none")
@@ -137,6 +142,13 @@ class EmotionPredictor(ProbabilityAPI):
         """The model's input features ``(F, T)`` for a mono signal (at ``rate``, default the model's)."""
         if self.feature in FUNCTIONAL_SETS:
             return functionals(self.feature, wav, int(rate or self.sr), self.feature_params.get("trim_db"))
+        if "features" in self.output_names:  # a feature only the graph computes (a pretrained encoder)
+            if self.feature_params.get("trim_db") is not None:
+                wav = trim_silence(wav, self.sr, self.feature_params["trim_db"])[0]
+            n = next(i.shape[0] for i in self.session.get_inputs() if i.name == "norm_mean")
+            feed = {"audio": wav[None].astype(np.float32), "audio_lengths": np.array([len(wav)], np.int64),
+                    "norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32)}
+            return self.session.run(["features"], feed)[0][0]
         return self.frontend(wav)
 
     def _load(self, item, sr: int | None = None) -> tuple[np.ndarray, int]:

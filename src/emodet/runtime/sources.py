@@ -68,7 +68,7 @@ class MicrophoneSource(AudioSource):
         self.sd = import_sounddevice()
         self.sr, self.device = int(sr), parse_device(device)
         self.queue: queue.Queue = queue.Queue(maxsize=max(2, int(max_queue_s / chunk_s)))
-        rate = self._device_rate()
+        rate = self.rate = self._device_rate()
         self.resampler = None
         if rate != self.sr:
             import soxr
@@ -102,11 +102,14 @@ class MicrophoneSource(AudioSource):
         try:
             self.queue.put_nowait(indata[:, 0].copy())
         except queue.Full:
-            self.dropped_s += frames / self.sr
+            self.dropped_s += frames / self.rate
 
     def chunks(self) -> Iterator[np.ndarray]:
         while True:
-            piece = self.queue.get()
+            try:
+                piece = self.queue.get(timeout=0.5)  # a timeout keeps Ctrl-C prompt everywhere
+            except queue.Empty:
+                continue
             if self.resampler is not None:
                 piece = self.resampler.resample_chunk(piece)
             if len(piece):
