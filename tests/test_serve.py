@@ -415,6 +415,53 @@ def test_file_source_plays_in_real_time_or_as_fast_as_read(clip, tmp_path):
     assert time.monotonic() - began < 0.5
 
 
+class FakeSounddevice:
+    """What MicrophoneSource uses of sounddevice: one 48 kHz input device whose stream plays a 1 s sine."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def query_devices(self, device=None, kind=None):
+        devices = [{"name": "Built-in Microphone", "max_input_channels": 1, "default_samplerate": 48000.0}]
+        if device is None and kind is None:
+            return devices
+        if device not in (None, 0, "Built-in"):
+            raise ValueError(f"No input device matching {device!r}")
+        return devices[0]
+
+    def check_input_settings(self, samplerate=None, **kwargs):
+        if samplerate != 48000:
+            raise self.PortAudioError("Invalid sample rate")
+
+    def InputStream(self, samplerate, blocksize, callback, **kwargs):  # noqa: N802 - sounddevice's name
+        import threading
+        import types
+
+        wav = np.sin(2 * np.pi * 440 * np.arange(int(samplerate)) / samplerate).astype(np.float32)[:, None]
+
+        def play():
+            for i in range(0, len(wav), blocksize):
+                callback(wav[i:i + blocksize], len(wav[i:i + blocksize]), None, None)
+
+        return types.SimpleNamespace(start=lambda: threading.Thread(target=play).start(), stop=lambda: None,
+                                     close=lambda: None)
+
+
+def test_microphone_source_resamples_what_the_device_records(monkeypatch):
+    from emodet.core.errors import UsageError
+    from emodet.runtime.sources import MicrophoneSource
+
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSounddevice())
+    with MicrophoneSource(device="Built-in") as mic:
+        assert mic.rate == 48000 and mic.resampler is not None
+        got, chunks = 0, mic.chunks()
+        while got < 15000:  # 1 s at 48 kHz arrives as about 16000 samples at 16 kHz
+            got += len(next(chunks))
+    assert mic.dropped_s == 0
+    with pytest.raises(UsageError, match="input devices: 0 'Built-in Microphone'"):
+        MicrophoneSource(device="7")
+
+
 # -- emodet predict --mic --------------------------------------------------------------------------
 @pytest.fixture
 def file_microphone(monkeypatch, steady_clip):

@@ -57,7 +57,8 @@ def add_predict(sub) -> None:
                         "ffmpeg -i talk.m4a -f wav - | emodet predict model.onnx -",
                         "emodet predict model.onnx --mic [--device 2]     # live, a line a hop; Ctrl-C ends"))
     p.add_argument("model", metavar="MODEL.onnx", help="a model written by emodet export")
-    p.add_argument("files", nargs="*", metavar="FILE", help="audio files, folders (searched recursively) or -")
+    files = p.add_argument("files", nargs="+", metavar="FILE", help="audio files, folders (searched recursively) or -")
+    files.required = False  # none with --mic; nargs="*" would take FILE... as empty before `--calibrate a.wav b.wav`
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON output")
     fmt.add_argument("--csv", action="store_true", help="CSV output")
