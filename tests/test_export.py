@@ -331,3 +331,40 @@ def test_a_projection_goes_into_the_graph(synth_corpus, tmp_path):
     assert report["max_abs_diff"] < 1e-3
     meta = ort.InferenceSession(str(tmp_path / "nap.onnx")).get_modelmeta().custom_metadata_map
     assert "nap" not in json.loads(meta["emodet.normalizer"])  # the matrix lives in the graph
+
+
+def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_corpus, tmp_path):
+    """configs/edge_student.yaml (issue 23): its export takes raw 16 kHz audio of any length, is under 1 MB, needs
+    nothing at deployment, and its logits equal PyTorch's (front end + training statistics + model) within 1e-3."""
+    import onnx
+    import torch
+
+    from emodet.config import load_config
+    from emodet.export.onnx import export_run
+    from emodet.features import compute_feature
+    from emodet.runs import load_predictor, load_run
+    from emodet.workflows.experiment import run_experiment
+
+    cfg = load_config(REPO / "configs" / "edge_student.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "training.epochs=2",
+        "training.augment.waveform.copies=0", f"features.cache_dir={tmp_path / 'cache'}"])
+    run_experiment(cfg, "student", tmp_path, progress=False)
+    path = export_run(tmp_path / "student", tmp_path / "student.onnx", with_features=True)["path"]
+    assert Path(path).stat().st_size < 1_000_000
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["audio", "audio_lengths"]  # raw audio in: nothing else needed
+    pred = EmotionPredictor(path)
+    assert not pred.needs_calibration
+    info, model = load_run(tmp_path / "student"), load_predictor(tmp_path / "student")
+    mean = np.asarray(info.normalizer["mean"], np.float32)[:, None]
+    std = np.asarray(info.normalizer["std"], np.float32)[:, None]
+    wav = sf.read(sorted((synth_corpus / "sad").glob("*.wav"))[0], dtype="float32")[0]
+    rng = np.random.default_rng(0)
+    for n in (1200, 16000 * 3 + 77, 16000 * 11):  # 75 ms, just over the training crop, 11 s
+        audio = np.resize(wav, n) + rng.normal(0, 1e-3, n).astype(np.float32)
+        ours = pred.logits([audio])[0]
+        feats = (compute_feature(info.feature, audio, 16000, info.feature_params) - mean) / std
+        x = torch.from_numpy(feats[None].astype(np.float32))
+        with torch.no_grad():
+            ref = model(x, torch.tensor([x.shape[-1]]))[0].numpy()
+        np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-3)
