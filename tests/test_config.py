@@ -6,7 +6,7 @@ from emodet.core.errors import UsageError
 from conftest import REPO
 
 CONFIGS = ["fc_mfcc", "resnet_mfcc", "lstm_mfcc", "resnet_logmel", "cnn_logmel", "fc_compare", "linear_compare",
-           "linear_egemaps", "linear_emobase", "encoder_whisper_linear", "edge_student"]
+           "linear_egemaps", "linear_emobase", "encoder_whisper_linear", "edge_student", "general"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

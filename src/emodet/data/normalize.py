@@ -81,7 +81,7 @@ class Normalizer:
         means = np.stack([np.mean(v, 0) for v in speakers.values()])
         if len(means) <= k:
             raise UsageError(f"data.nap {k}: projecting out {k} speaker directions needs more than {k} training "
-                             f"speakers; the data has {len(means)}")
+                             f"speakers; the data has {len(means)} (set data.nap to at most {len(means) - 1}, or 0 for none)")
         _, _, vt = np.linalg.svd(means - means.mean(0), full_matrices=False)
         return vt[:k].T.astype(np.float32)
 
