@@ -216,6 +216,9 @@ def test_evaluate_on_another_manifest_keeps_the_runs_own_figures(trained_runs, s
     chosen = cli("evaluate", run, "--manifest", other, "--split", "all", "--data-root", synth_corpus, "--out",
                  tmp_path / "mine.json")
     assert chosen.returncode == 0 and (tmp_path / "mine.json").is_file() and (tmp_path / "mine_predictions.csv").is_file()
+    rootless = cli("evaluate", run, "--manifest", other, "--split", "all")  # relative paths, no data root given
+    assert rootless.returncode == 2 and "row 1: file not found" in rootless.stderr
+    assert "pass --data-root DIR" in rootless.stderr
 
 
 def test_a_failed_start_leaves_nothing_and_suggestions_work(tmp_path):

@@ -46,6 +46,15 @@ def locate(row_path: str, root: str | Path | None, manifest_path: str | Path | N
     return resolve_path(".", root, manifest_path), p.as_posix()
 
 
+def missing_file(manifest_path, i: int, row_path: str, root) -> UsageError:
+    """The error for manifest row ``i`` whose file is not there; a relative path read without a data root
+    says how to give one."""
+    base, rel = locate(row_path, root, manifest_path)
+    hint = ("; its paths are relative to a data root: pass --data-root DIR (the folder the manifest was "
+            "prepared from)") if root is None and not Path(row_path).is_absolute() else ""
+    return UsageError(f"{manifest_path or 'manifest'}, row {i + 1}: file not found: {Path(base, rel)}{hint}")
+
+
 def frames_for_seconds(seconds: float | None, cache: FeatureCache) -> int | None:
     """Frames of ``seconds`` of audio for the cache's feature (``None`` for no limit)."""
     if seconds is None:
@@ -104,7 +113,7 @@ class FeatureDataset(Dataset):
         try:
             feats = np.asarray(row_cache(row, self.cache, self.variant_caches).load(base, rel), dtype=np.float32)
         except FileNotFoundError:
-            raise UsageError(f"{self.manifest_path or 'manifest'}, row {i + 1}: file not found: {Path(base, rel)}") from None
+            raise missing_file(self.manifest_path, i, row["path"], self.root) from None
         if self._memory is not None:
             self._memory[i] = feats
         return feats

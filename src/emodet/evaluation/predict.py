@@ -7,9 +7,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..core.errors import UsageError
 from ..data.cache import FeatureCache
-from ..data.dataset import FeatureDataset, locate, pad_collate, pool_chunks, row_cache
+from ..data.dataset import FeatureDataset, locate, missing_file, pad_collate, pool_chunks, row_cache
 from ..data.normalize import GROUPED_MODES, Normalizer
 from ..training.device import autocast_context, unwrap
 
@@ -48,7 +47,7 @@ def predict_rows(model: torch.nn.Module, rows: list[dict], root, manifest_path, 
     for i, r in enumerate(rows):
         base, rel = locate(r["path"], root, manifest_path)
         if not (base / rel).is_file():
-            raise UsageError(f"{manifest_path or 'manifest'}, row {i + 1}: file not found: {base / rel}")
+            raise missing_file(manifest_path, i, r["path"], root)
     mode = normalizer.get("mode", "none")
     norm = Normalizer.from_dict(normalizer)
     if mode in GROUPED_MODES:  # the groups' statistics from these rows; the run's projection, if any, kept
