@@ -1,14 +1,14 @@
 """Robustness: a model's speaker-independent UAR on clean recordings and on the same recordings degraded.
 
-    python bench/robustness.py [--configs encoder_whisper_linear encoder_whisper_linear~aug] [--corpus emodb]
+    python bench/robustness.py [--configs general~nap0 general~nap0~aug] [--corpus emodb]
 
 Each config is cross-validated leave-one-speaker-out as bench/accuracy.py runs it (the same runs folder,
 so finished folds are reused); every fold's model then predicts its held-out speaker's recordings clean
 and degraded: telephone band; pink noise and babble (other training speakers' recordings) at 20, 10 and
 0 dB SNR; reverberation in simulated rooms of RT60 0.3, 0.6 and 1.0 s; MP3 at 32 kb/s; Opus at 16 kb/s;
 -30 dB gain; clipping at 30% of the peak. Degradations are seeded (the same for every model). A config
-name may carry ~aug: training.augment.waveform.copies=2 (noise, rooms, codecs and gain on the training
-copies; never on the test recordings). Pooled UAR of each condition and its drop from clean.
+name takes bench/accuracy.py's variants, e.g. ~aug: training.augment.waveform.copies=2 (noise, rooms, codecs
+and gain on the training copies; never on the test recordings), ~nap0: data.nap=0. Pooled UAR of each condition and its drop from clean.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from emodet.evaluation.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from accuracy import CORPORA, VARIANTS  # noqa: E402  (the accuracy bench's corpora, variants and runs)
+from accuracy import CORPORA  # noqa: E402  (the accuracy bench's corpora and runs)
 
-VARIANTS.setdefault("aug", ["training.augment.waveform.copies=2"])
 SR = 16000
 CONDITIONS = ["clean", "telephone", *(f"pink {s} dB" for s in (20, 10, 0)), *(f"babble {s} dB" for s in (20, 10, 0)),
               *(f"reverb RT60 {t} s" for t in (0.3, 0.6, 1.0)), "MP3 32 kb/s", "Opus 16 kb/s", "gain -30 dB", "clipping 30%"]
@@ -89,7 +88,7 @@ def fold_predictions(fold: Path, conditions: list[str]) -> tuple[dict[str, list[
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", nargs="*", default=["encoder_whisper_linear", "encoder_whisper_linear~aug"])
+    ap.add_argument("--configs", nargs="*", default=["general~nap0", "general~nap0~aug"])
     ap.add_argument("--corpus", default="emodb", choices=sorted(CORPORA))
     ap.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench_accuracy")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")

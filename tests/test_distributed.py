@@ -18,6 +18,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two torchrun processes start and train (~30 s on 2 cores)
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
 def test_two_gloo_processes_reach_the_weights_of_one(tmp_path, synth_corpus):
     """2 processes x global batch 10 == 1 process x batch 10, same seed: same final weights."""
