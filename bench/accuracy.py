@@ -23,6 +23,8 @@ two augmented copies of each training recording (training.augment.waveform.copie
     all              functionals, + fc_compare x 3 and linear_compare ~trim, + fc_compare x 3,
                      linear_compare and linear_egemaps ~sp (15 members)    EmoDB 0.853, RAVDESS 0.703
     all_cnn          all + cnn_logmel x 2                                  EmoDB 0.867
+    encoder_functionals      encoder_whisper_linear + functionals (bench/PROTOCOLS.md, 2026-12-01 22:50)
+    encoder_functionals_cnn  encoder_whisper_linear + functionals_cnn
 
 (leave-one-speaker-out pooled UAR on the copies in ../shared/datasets; the CNN recipes were not
 run on RAVDESS: 24 CNN trainings take ~4 h a seed on 2 cores.)
@@ -67,7 +69,9 @@ _FUNCTIONALS = [*_FC3, "linear_compare", "linear_egemaps", "linear_emobase"]
 _ALL = [*_FUNCTIONALS, *(f"{m}~trim" for m in [*_FC3, "linear_compare"]),
         *(f"{m}~sp" for m in [*_FC3, "linear_compare", "linear_egemaps"])]
 RECIPES = {"v2": [*_FC3, *_CNN2], "tiny": ["linear_compare", "cnn_logmel"], "functionals": _FUNCTIONALS,
-           "functionals_cnn": [*_FUNCTIONALS, *_CNN2], "all": _ALL, "all_cnn": [*_ALL, *_CNN2]}
+           "functionals_cnn": [*_FUNCTIONALS, *_CNN2], "all": _ALL, "all_cnn": [*_ALL, *_CNN2],
+           "encoder_functionals": ["encoder_whisper_linear", *_FUNCTIONALS],
+           "encoder_functionals_cnn": ["encoder_whisper_linear", *_FUNCTIONALS, *_CNN2]}
 REFERENCES = {"emodb": [("eGeMAPS + SVM (reference)", 0.73), ("ComParE + SVM (reference)", 0.83),
                         ("plain small CNN (reference floor)", 0.81)],
               "ravdess": [("eGeMAPS + SVM (reference)", 0.575), ("ComParE + SVM (reference)", 0.645)]}

@@ -57,6 +57,9 @@ def degrade(wav: np.ndarray, condition: str, seed: int, pool: list[np.ndarray]) 
     return augment.clip(wav, 0.3)
 
 
+_FEATURES: dict = {}
+
+
 def fold_predictions(fold: Path, conditions: list[str]) -> tuple[dict[str, list[int]], list[int], list[str]]:
     """Predicted label indices of a fold's held-out recordings under each condition, and the true ones."""
     import torch
@@ -79,7 +82,10 @@ def fold_predictions(fold: Path, conditions: list[str]) -> tuple[dict[str, list[
         clean = load_audio(resolve_path(r["path"], info.data_root, fold / "manifest.csv"), SR)
         seed = zlib.crc32(r["path"].encode())
         for c in conditions:
-            feats = compute_feature(info.feature, degrade(clean, c, seed, pool), SR, info.feature_params)
+            key = (fold.name, r["path"], c, info.feature, json.dumps(info.feature_params, sort_keys=True))
+            if key not in _FEATURES:  # the same degraded recording for every config with these features
+                _FEATURES[key] = compute_feature(info.feature, degrade(clean, c, seed, pool), SR, info.feature_params)
+            feats = _FEATURES[key]
             x = torch.from_numpy(((feats - mean) / std)[None].astype(np.float32))
             with torch.no_grad():
                 out[c].append(int(model(x, torch.tensor([x.shape[-1]])).argmax(1)))
