@@ -1,6 +1,7 @@
 """Robustness: a model's speaker-independent UAR on clean recordings and on the same recordings degraded.
 
     python bench/robustness.py [--configs general~nap0 general~nap0~aug] [--corpus emodb]
+    python bench/robustness.py --configs --cv-dirs runs/edge/student_loso     # a LOSO directory of emodet cv
 
 Each config is cross-validated leave-one-speaker-out as bench/accuracy.py runs it (the same runs folder,
 so finished folds are reused); every fold's model then predicts its held-out speaker's recordings clean
@@ -98,19 +99,24 @@ def main() -> int:
     ap.add_argument("--corpus", default="emodb", choices=sorted(CORPORA))
     ap.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench_accuracy")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
+    ap.add_argument("--cv-dirs", nargs="*", type=Path, default=[], metavar="DIR",
+                    help="leave-one-speaker-out directories of `emodet cv` (e.g. an edge student) measured the same way")
     args = ap.parse_args()
     import subprocess
 
     results = {}
+    systems = {}
     for config in args.configs:  # cross-validate through the accuracy bench (reuses finished folds)
         done = subprocess.run([sys.executable, str(REPO / "bench" / "accuracy.py"), "--corpus", args.corpus,
                                "--configs", config, "--runs-dir", str(args.runs_dir), "--cache-dir", str(args.cache_dir)],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise EmodetError(f"bench/accuracy.py for {config} failed: {done.stderr.strip()[-500:]}")
-        name = f"{args.corpus}_{config.replace('@', '_seed').replace('~', '_')}"
+        systems[config] = args.runs_dir / f"{args.corpus}_{config.replace('@', '_seed').replace('~', '_')}"
+    systems.update({str(d): d for d in args.cv_dirs})
+    for config, cv_dir in systems.items():
         predicted, truth = {c: [] for c in CONDITIONS}, []
-        for fold in sorted((args.runs_dir / name).glob("fold_*")):
+        for fold in sorted(cv_dir.glob("fold_*")):
             got, true, labels = fold_predictions(fold, CONDITIONS)
             truth += true
             for c in CONDITIONS:
@@ -118,11 +124,14 @@ def main() -> int:
         results[config] = {c: classification_metrics(truth, predicted[c], labels)["uar"] for c in CONDITIONS}
         print(f"{config}: " + ", ".join(f"{c} {v:.3f}" for c, v in results[config].items()), flush=True)
     print(f"\n{args.corpus}, leave-one-speaker-out, pooled UAR (drop from clean, points)")
-    print(f"{'condition':<18}" + "".join(f"{c:>32}" for c in args.configs))
+    print(f"{'condition':<18}" + "".join(f"{c:>32}" for c in results))
     for c in CONDITIONS:
         cells = [f"{r[c]:.3f} ({100 * (r[c] - r['clean']):+.1f})" for r in results.values()]
         print(f"{c:<18}" + "".join(f"{cell:>32}" for cell in cells))
-    (args.runs_dir / f"robustness_{args.corpus}.json").write_text(json.dumps(results, indent=2))
+    out = args.runs_dir / f"robustness_{args.corpus}.json"  # earlier systems' figures kept beside these
+    earlier = json.loads(out.read_text()) if out.is_file() else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**earlier, **results}, indent=2))
     return 0
 
 
