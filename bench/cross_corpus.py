@@ -277,8 +277,9 @@ def main() -> int:
     for name, values in rows:
         print(f"{name:<{width}}" + "".join(f"{values[c]:>9.3f}" for c in CORPORA)
               + f"{np.mean([values[c] for c in CORPORA]):>9.3f}")
-    (args.runs_dir / "cross_corpus.json").write_text(json.dumps(
-        {"rows": {n: v for n, v in rows}, "labels": LABELS, "corpora": CORPORA}, indent=2))
+    out = args.runs_dir / "cross_corpus.json"  # rows of earlier runs (other configs) kept beside these
+    earlier = json.loads(out.read_text())["rows"] if out.is_file() else {}
+    out.write_text(json.dumps({"rows": {**earlier, **dict(rows)}, "labels": LABELS, "corpora": CORPORA}, indent=2))
     return 0
 
 
