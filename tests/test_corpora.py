@@ -167,3 +167,54 @@ def test_cli_prepare_lists_unparsed_files_and_exits_1(tmp_path, synth_corpus):
     listed = {r["path"]: r["reason"] for r in csv.DictReader(open(tmp_path / "m.unparsed.csv"))}
     assert set(listed) == {"neutral/spk01_broken.wav", "stray.wav"}
     assert len(read_manifest(tmp_path / "m.csv")) == 45
+
+
+def _nemo(root: Path) -> None:
+    names = ["EB0_anger_1.flac", "EB0_happiness_2.flac", "IC0_sadness_1.flac", "IC0_neutral_3.flac", "IC0_fear_4.flac"]
+    _touch_audio(root / "audio", names + ["EB0_joy_1.flac"])
+    with open(root / "data.tsv", "w", encoding="utf-8") as fh:
+        fh.write("file_id\temotion\traw_text\tnormalized_text\tspeaker_id\tgender\tage\n")
+        for n in names:
+            fh.write(f"{n}\t{n.split('_')[1]}\tLubię czytać.\tlubię czytać\t{n[:3]}\t{'female' if n[0] == 'E' else 'male'}\t27\n")
+
+
+def test_nemo_names_and_metadata(tmp_path):
+    _nemo(tmp_path)
+    res = prepare_corpus("auto", tmp_path)
+    assert res.corpus == "nemo"
+    rows = {r["path"]: r for r in res.rows}
+    assert {(r["speaker"], r["label"]) for r in res.rows} == {("EB0", "angry"), ("EB0", "happy"), ("IC0", "sad"),
+                                                             ("IC0", "neutral"), ("IC0", "fearful")}
+    assert rows["audio/EB0_anger_1.flac"]["gender"] == "female" and rows["audio/EB0_anger_1.flac"]["raw_text"] == "Lubię czytać."
+    assert [f["path"] for f in res.failed] == ["audio/EB0_joy_1.flac"] and "nEMO name" in res.failed[0]["reason"]
+
+
+def test_one_manifest_over_several_corpora_and_leave_one_corpus_out(tmp_path):
+    """Several --corpus/--root pairs: a corpus column, paths relative to the manifest (no data root), speakers
+    prefixed by corpus, --labels keeps the shared classes; two folder corpora are told apart by their folders."""
+    from emodet.data.splits import corpus_folds
+
+    _touch_audio(tmp_path / "emodb", ["03a01Wa.wav", "03a02Ta.wav", "10b09Nc.wav", "10a05Ld.wav"])
+    _nemo(tmp_path / "nemo")
+    _touch_audio(tmp_path / "mine", ["angry/03_a.wav", "sad/04_b.wav", "neutral/04_c.wav"])
+    _touch_audio(tmp_path / "theirs", ["angry/03_c.wav", "neutral/05_d.wav", "sad/05_e.wav"])
+    out = tmp_path / "out" / "all.csv"
+    done = cli("data", "prepare", "--corpus", "emodb", "--root", tmp_path / "emodb", "--corpus", "nemo", "--root",
+               tmp_path / "nemo", "--corpus", "folder", "--root", tmp_path / "mine", "--corpus", "folder", "--root",
+               tmp_path / "theirs", "--labels", "neutral,sad,angry", "--out", out, "--val", "0", "--test", "0")
+    assert done.returncode in (0, 1), done.stderr  # 1: the unparsed nEMO file is listed
+    rows = read_manifest(out)
+    assert {r["corpus"] for r in rows} == {"emodb", "nemo", "folder-mine", "folder-theirs"}
+    assert {r["label"] for r in rows} == {"neutral", "sad", "angry"}  # boredom, happiness, fear left out
+    assert {r["speaker"] for r in rows if r["corpus"] == "emodb"} == {"emodb:03", "emodb:10"}
+    assert {r["speaker"] for r in rows if r["corpus"].startswith("folder")} == {"folder-mine:03", "folder-mine:04",
+                                                                               "folder-theirs:03", "folder-theirs:05"}
+    for r in rows:  # relative to the manifest's own folder
+        assert not Path(r["path"]).is_absolute() and (out.parent / r["path"]).is_file()
+    folds = corpus_folds(rows)
+    assert len(set(folds.values())) == 4 and folds["folder-mine:03"] != folds["folder-theirs:03"]
+    with pytest.raises(UsageError, match="at least 2 corpora"):
+        corpus_folds([r for r in rows if r["corpus"] == "nemo"])
+    same = cli("data", "prepare", "--corpus", "emodb", "--root", tmp_path / "emodb", "--corpus", "emodb", "--root",
+               tmp_path / "emodb", "--out", tmp_path / "twice.csv")
+    assert same.returncode == 2 and "each corpus may be given once" in same.stderr

@@ -239,13 +239,16 @@ def merge_corpora(results: list[PrepareResult], out_dir: str | Path) -> list[dic
     import os
 
     names = [r.corpus for r in results]
+    # two corpora of one kind (a user's two folders) are told apart by their folders' names
+    names = [f"{n}-{r.root.name}" if names.count(n) > 1 else n for n, r in zip(names, results)]
     if len(set(names)) != len(names):
-        raise UsageError(f"each corpus may be given once; got {', '.join(names)}")
+        raise UsageError(f"each corpus may be given once; got {', '.join(names)} (two corpora of one kind need "
+                         f"folders of different names)")
     rows = []
-    for result in results:
+    for name, result in zip(names, results):
         for row in result.rows:
             path = Path(os.path.relpath(_abs(result.root, row["path"]).resolve(), Path(out_dir).resolve()))
-            rows.append({**row, "path": path.as_posix(), "speaker": f"{result.corpus}:{row['speaker']}"})
+            rows.append({**row, "path": path.as_posix(), "speaker": f"{name}:{row['speaker']}", "corpus": name})
     return rows
 
 
