@@ -198,3 +198,39 @@ def test_every_transformers_family_from_features_to_the_runtime(family, tmp_path
     got = pred.predict(clip)
     expected = json.loads(cli("predict", tmp_path / f"{family}.onnx", clip, "--json").stdout)[0]["probabilities"]
     assert got == pytest.approx(expected, abs=1e-6) and sum(got.values()) == pytest.approx(1, abs=1e-5)
+
+
+@SLOW  # two encoder feature passes and an export of the encoder graph (~1-2 min here)
+@FETCHED
+def test_the_general_recipe_from_two_corpora_to_one_new_recording(tmp_path):
+    """README "Which model for my recordings": configs/general.yaml trained on a manifest over two corpora (every
+    speaker), exported with the encoder in the graph, answers on one recording of a third corpus with no
+    calibration, and `evaluate --manifest` gives its figure on that corpus."""
+    from emodet.data.synth import generate_corpus
+    from emodet.runtime import EmotionPredictor
+
+    for name, seed in (("a", 1), ("b", 2), ("new", 3)):
+        generate_corpus(tmp_path / name, per_class=2, speakers=3, seed=seed)
+    prepared = cli("data", "prepare", "--corpus", "folder", "--root", tmp_path / "a", "--corpus", "folder", "--root",
+                   tmp_path / "b", "--out", tmp_path / "ab.csv", "--labels", "neutral,happy,sad,angry")
+    assert prepared.returncode == 0, prepared.stderr
+    other = cli("data", "prepare", "--corpus", "folder", "--root", tmp_path / "new", "--out", tmp_path / "new.csv",
+                "--labels", "neutral,happy,sad,angry")
+    assert other.returncode == 0, other.stderr
+    common = ["--runs-dir", tmp_path / "runs", "--no-progress", "--no-report"]
+    train = cli("train", "--config", REPO / "configs" / "general.yaml", "--run-name", "general", *common,
+                "--set", f"data.manifest={tmp_path / 'ab.csv'}", "--set", "data.split.method=speaker",
+                "--set", "data.split.test=0", "--set", "data.nap=2", "--set", f"features.cache_dir={tmp_path / 'cache'}")
+    assert train.returncode == 0, train.stderr
+    assert "48 train" in train.stdout and "trained on every speaker" in train.stdout  # 2 corpora x 3 speakers x 4 x 2
+    exported = cli("export", tmp_path / "runs" / "general", "--out", tmp_path / "general.onnx", "--with-features")
+    assert exported.returncode == 0, exported.stderr
+    pred = EmotionPredictor(tmp_path / "general.onnx")
+    assert pred.needs == "nothing" and not pred.needs_calibration
+    clip = sorted((tmp_path / "new").rglob("*.wav"))[0]
+    got = pred.predict(clip)
+    assert set(got) == {"neutral", "happy", "sad", "angry"} and sum(got.values()) == pytest.approx(1, abs=1e-5)
+    evaluated = cli("evaluate", tmp_path / "runs" / "general", "--manifest", tmp_path / "new.csv", "--data-root",
+                    tmp_path / "new", "--split", "all")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "runs" / "general" / "eval_new_all.json").is_file() and "24 recordings" in evaluated.stdout
