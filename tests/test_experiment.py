@@ -160,3 +160,45 @@ def test_a_teacher_on_other_features_sees_augmented_copies_augmented_alike(tmp_p
     assert isinstance(teacher, RecordingTeacher) and teacher.logits.shape == (len(train), len(data.labels))
     half = len(train) // 2
     assert not np.allclose(teacher.logits[:half].numpy(), teacher.logits[half:].numpy(), atol=1e-3)
+
+
+class _Cut(Exception):
+    pass
+
+
+@pytest.mark.slow  # two trainings with augmented copies (~20 s)
+def test_resume_with_waveform_augmentation_equals_an_uncut_run(tmp_path, synth_corpus, monkeypatch):
+    """Augmented copies are seeded by run seed, copy and file, so a run cut after an epoch and resumed ends with
+    the weights of a run never cut (issue 18)."""
+    import dataclasses
+
+    import torch
+
+    import emodet.training.loop as loop
+    from emodet.config import load_config
+    from emodet.workflows.experiment import run_experiment
+
+    cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=1", "data.split.test=1",
+        "training.epochs=3", "training.early_stopping.patience=0", "training.early_stopping.select=last",
+        "training.augment.waveform.copies=1", "training.augment.waveform.reverb=0",
+        f"features.cache_dir={tmp_path / 'cache'}"])
+    full = run_experiment(cfg, "full", tmp_path, progress=False)
+    real_save = loop.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if path.name == "last.pt" and state["epoch"] == 1:
+            raise _Cut
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    own = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, cache_dir=str(tmp_path / "cache2")))
+    with pytest.raises(_Cut):  # its own cache: the augmented copies are made again, and must come out the same
+        run_experiment(own, "cut", tmp_path, progress=False)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    resumed = run_experiment(own, "cut", tmp_path, resume=True, progress=False)
+    assert resumed["uar"] == full["uar"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

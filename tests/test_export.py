@@ -368,3 +368,44 @@ def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_co
         with torch.no_grad():
             ref = model(x, torch.tensor([x.shape[-1]]))[0].numpy()
         np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.slow  # three corpora, a training and an export (~25 s)
+def test_a_per_corpus_model_adapts_to_a_new_domain_as_training_normalised(tmp_path):
+    """data.normalize: corpus (issue 18): trained on two corpora, each by its own statistics; the export says it
+    needs adaptation and refuses without it; after adapt() on a third corpus's unlabelled recordings its logits
+    equal PyTorch's on that corpus normalised by its own statistics."""
+    import torch
+
+    from emodet.data.normalize import Normalizer
+    from emodet.data.synth import generate_corpus
+    from emodet.features import compute_feature
+    from emodet.runs import load_predictor, load_run
+    from emodet.workflows.experiment import run_experiment
+
+    for name, seed in (("a", 1), ("b", 2), ("new", 3)):
+        generate_corpus(tmp_path / name, per_class=2, speakers=3, seed=seed)
+    done = cli("data", "prepare", "--corpus", "folder", "--root", tmp_path / "a", "--corpus", "folder", "--root",
+               tmp_path / "b", "--out", tmp_path / "ab.csv", "--val", "0", "--test", "0")
+    assert done.returncode == 0, done.stderr
+    cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
+        f"data.manifest={tmp_path / 'ab.csv'}", "data.normalize=corpus", "data.split.val=0", "data.split.test=0",
+        "training.epochs=3", "training.early_stopping.patience=0", "training.early_stopping.select=last",
+        f"features.cache_dir={tmp_path / 'cache'}"])
+    run_experiment(cfg, "percorpus", tmp_path, progress=False)
+    path = export_run(tmp_path / "percorpus", tmp_path / "percorpus.onnx", with_features=True)["path"]
+    pred = EmotionPredictor(path)
+    assert pred.needs == "adapt" and pred.needs_calibration
+    files = sorted((tmp_path / "new").rglob("*.wav"))
+    with pytest.raises(UsageError, match="normalises its features per corpus and needs --adapt DIR"):
+        pred.predict(files[0])
+    pred.adapt(files)
+    ours = pred.logits([sf.read(f, dtype="float32")[0] for f in files[:4]])
+    info, model = load_run(tmp_path / "percorpus"), load_predictor(tmp_path / "percorpus")
+    feats = {f: compute_feature(info.feature, sf.read(f, dtype="float32")[0], 16000, info.feature_params) for f in files}
+    norm = Normalizer.fit("corpus", [{"path": f, "corpus": "new"} for f in files], lambda r: feats[r["path"]])
+    for f, got in zip(files[:4], ours):
+        x = torch.from_numpy(norm(feats[f], {"corpus": "new"})[None].astype(np.float32))
+        with torch.no_grad():
+            ref = model(x, torch.tensor([x.shape[-1]]))[0].numpy()
+        np.testing.assert_allclose(got, ref, atol=1e-3, rtol=1e-3)
