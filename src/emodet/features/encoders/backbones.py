@@ -173,10 +173,15 @@ def _hf_config(name: str):
 def _hf_hash(name: str) -> str:
     """A content hash of a checkpoint's files (a local folder's, or the hub cache's snapshot of it)."""
     folder = Path(name)
-    if not folder.is_dir():
+    if not folder.is_dir():  # the weights themselves, fetched now where the hub is reachable (the model needs them)
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(name, local_files_only=True))
+        def snapshot(*patterns):
+            return Path(snapshot_download(name, local_files_only=_offline(name), allow_patterns=["*.json", *patterns]))
+
+        folder = snapshot("*.safetensors")
+        if not any(folder.glob("*.safetensors")):
+            folder = snapshot("*.bin")
     digest = hashlib.sha256()
     for path in sorted(folder.glob("*")):
         if path.is_file() and path.suffix in (".json", ".safetensors", ".bin"):
