@@ -129,9 +129,10 @@ def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
         wavs = [load_audio(f) for f in files]
         for kind, path in (("fp32", report["path"]), ("int8", report["int8_path"])):
             p = EmotionPredictor(path)
-            p.calibrate(wavs)  # per-speaker statistics of the held-out speaker's own recordings, as in training
+            if p.needs == "calibrate":  # per-speaker statistics of the held-out speaker's own recordings, as in training
+                p.calibrate(wavs, sr=16000)
             labels = p.labels
-            preds[kind] += [int(np.argmax(list(d.values()))) for d in p.predict_batch(wavs)]
+            preds[kind] += [int(np.argmax(list(d.values()))) for d in p.predict_batch(wavs, sr=16000)]
         targets += [labels.index(r["label"]) for r in test]
     m = {k: classification_metrics(targets, v, labels) for k, v in preds.items()}
     agree = np.mean(np.array(preds["fp32"]) == np.array(preds["int8"]))
@@ -173,7 +174,8 @@ def fused_model(cv_dirs: list[Path], out_dir: Path, repeats: int) -> None:
         sizes = [Path(q).stat().st_size for q in paths]
         rows, files = held_out_rows(cv_dirs[0] / fold)
         fused = FusedPredictor(paths)
-        fused.calibrate(files)  # the held-out speaker's recordings, as per-speaker normalisation in training
+        if fused.needs_calibration:  # the held-out speaker's recordings, as per-speaker normalisation in training
+            fused.calibrate(files)
         labels = fused.labels
         member_probs = [m.probabilities(files) for m in fused.members]
         for n, pr in zip(names, member_probs):

@@ -31,7 +31,7 @@ def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] 
     front = {i.name for i in proto.graph.initializer if i.name.startswith("frontend.")}
     keep_float = [n.name for n in proto.graph.node if front & set(n.input)]
     convs = [n for n in proto.graph.node if n.op_type == "Conv" and n.name not in keep_float]
-    temps = [dst.with_name(f".{dst.name}.{os.getpid()}.{i}.tmp") for i in range(3)]
+    temps = [dst.with_name(f".{dst.name}.{os.getpid()}.{i}.tmp") for i in range(4)]
 
     class _Feeds(CalibrationDataReader):
         def __init__(self, feeds):
@@ -47,10 +47,19 @@ def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] 
             if weight_only:
                 _weight_only(temps[2], temps[1])
             elif calibration and convs:
-                quantize_static(str(src), str(temps[0]), _Feeds(calibration), quant_format=QuantFormat.QOperator,
-                                op_types_to_quantize=["Conv"], per_channel=True, weight_type=QuantType.QInt8,
-                                activation_type=QuantType.QUInt8, nodes_to_exclude=keep_float)
-                step = temps[0]
+                # per-channel weight scales where they keep the answers, else one scale a tensor: on some models
+                # (a depthwise-separable CNN with folded batch norms) ONNX Runtime's per-channel QLinearConv
+                # agreed with fp32 on 29% of recordings, per tensor on 95%; chosen on the calibration feeds
+                best = -1.0
+                for per_channel in (True, False):
+                    quantize_static(str(src), str(temps[0]), _Feeds(calibration), quant_format=QuantFormat.QOperator,
+                                    op_types_to_quantize=["Conv"], per_channel=per_channel, weight_type=QuantType.QInt8,
+                                    activation_type=QuantType.QUInt8, nodes_to_exclude=keep_float)
+                    agree = _agreement(src, temps[0], calibration)
+                    if agree > best:
+                        best, step = agree, temps[0].replace(temps[3])
+                    if agree >= 0.95:
+                        break
             if not weight_only:
                 quantize_dynamic(str(step), str(temps[1]), weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)
         proto = onnx.load(str(temps[1]))
@@ -65,6 +74,15 @@ def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] 
         for tmp in temps:
             if tmp.exists():
                 tmp.unlink()
+
+
+def _agreement(fp32: Path, int8: Path, feeds: list[dict]) -> float:
+    """Share of ``feeds`` on which two graphs give the same top class."""
+    import numpy as np
+    import onnxruntime as ort
+
+    a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, int8))
+    return float(np.mean([a.run(["logits"], f)[0].argmax() == b.run(["logits"], f)[0].argmax() for f in feeds]))
 
 
 def _weight_only(src: Path, dst: Path) -> None:
