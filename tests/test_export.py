@@ -346,7 +346,7 @@ def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_co
     from emodet.workflows.experiment import run_experiment
 
     cfg = load_config(REPO / "configs" / "edge_student.yaml", [
-        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "training.epochs=2",
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "training.epochs=1",
         "training.augment.waveform.copies=0", f"features.cache_dir={tmp_path / 'cache'}"])
     run_experiment(cfg, "student", tmp_path, progress=False)
     path = export_run(tmp_path / "student", tmp_path / "student.onnx", with_features=True)["path"]
