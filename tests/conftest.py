@@ -96,3 +96,23 @@ def exported(trained_runs, tmp_path_factory):
     reports = {"fc": export_run(trained_runs / "fc", out / "fc.onnx"),
                "cnn": export_run(trained_runs / "cnn", out / "cnn.onnx", with_features=True, quantize="int8")}
     return out, reports
+
+
+class Cut(Exception):
+    """Training stopped right after a checkpoint was written, as a kill would stop it."""
+
+
+def cut_after_epoch(monkeypatch, epoch: int):
+    """Make training raise ``Cut`` right after epoch ``epoch``'s ``last.pt`` is written (0-based); returns the
+    function that undoes it."""
+    import emodet.training.loop as loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if path.name == "last.pt" and state["epoch"] == epoch:
+            raise Cut
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    return lambda: monkeypatch.setattr(loop, "save_checkpoint", real_save)

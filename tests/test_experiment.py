@@ -6,7 +6,7 @@ import sys
 import pytest
 
 
-from conftest import REPO, cli
+from conftest import REPO, Cut, cli, cut_after_epoch
 
 FAST = ["--set", "training.epochs=2", "--set", "data.split.val=1", "--set", "data.split.test=1",
         "--set", "model.preset=tiny", "--no-progress"]
@@ -162,10 +162,6 @@ def test_a_teacher_on_other_features_sees_augmented_copies_augmented_alike(tmp_p
     assert not np.allclose(teacher.logits[:half].numpy(), teacher.logits[half:].numpy(), atol=1e-3)
 
 
-class _Cut(Exception):
-    pass
-
-
 @pytest.mark.slow  # two trainings with augmented copies (~20 s)
 def test_resume_with_waveform_augmentation_equals_an_uncut_run(tmp_path, synth_corpus, monkeypatch):
     """Augmented copies are seeded by run seed, copy and file, so a run cut after an epoch and resumed ends with
@@ -174,7 +170,6 @@ def test_resume_with_waveform_augmentation_equals_an_uncut_run(tmp_path, synth_c
 
     import torch
 
-    import emodet.training.loop as loop
     from emodet.config import load_config
     from emodet.workflows.experiment import run_experiment
 
@@ -184,18 +179,11 @@ def test_resume_with_waveform_augmentation_equals_an_uncut_run(tmp_path, synth_c
         "training.augment.waveform.copies=1", "training.augment.waveform.reverb=0",
         f"features.cache_dir={tmp_path / 'cache'}"])
     full = run_experiment(cfg, "full", tmp_path, progress=False)
-    real_save = loop.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if path.name == "last.pt" and state["epoch"] == 1:
-            raise _Cut
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    undo = cut_after_epoch(monkeypatch, 1)
     own = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, cache_dir=str(tmp_path / "cache2")))
-    with pytest.raises(_Cut):  # its own cache: the augmented copies are made again, and must come out the same
+    with pytest.raises(Cut):  # its own cache: the augmented copies are made again, and must come out the same
         run_experiment(own, "cut", tmp_path, progress=False)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    undo()
     resumed = run_experiment(own, "cut", tmp_path, resume=True, progress=False)
     assert resumed["uar"] == full["uar"]
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]

@@ -13,6 +13,8 @@ from emodet.training.checkpoint import load_checkpoint, save_checkpoint
 from emodet.training.device import autocast_context
 from emodet.core.errors import UsageError
 
+from conftest import Cut, cut_after_epoch
+
 LABELS = ["a", "b", "c"]
 
 
@@ -110,10 +112,6 @@ def test_early_stopping_stops():
     assert res.stopped_early and res.epochs_run == 3 and res.best_epoch == 1
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name,extra", [("fc", {}), ("resnet", {"specaugment": True, "mixup": 0.4})])
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch, name, extra):
     cfg = tc(epochs=5, lr=0.01, early_stopping={"patience": 0}, seed=3, scheduler="cosine", augment=extra)
@@ -127,19 +125,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
     full = train_loop(full_model, *loaders(), cfg, LABELS, run_dir=tmp_path / "full", progress=False)
 
     # Interrupt right after epoch 2's checkpoint is written, as a kill would.
-    import emodet.training.loop as loop
-
-    real_save = loop.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if path.name == "last.pt" and state["epoch"] == 1:
-            raise Interrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(Interrupt):
+    undo = cut_after_epoch(monkeypatch, 1)
+    with pytest.raises(Cut):
         train_loop(fresh(), *loaders(), cfg, LABELS, run_dir=tmp_path / "cut", progress=False)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    undo()
     torch.manual_seed(999)  # a different process state before resuming
     resumed_model = fresh()
     resumed = train_loop(resumed_model, *loaders(), cfg, LABELS, run_dir=tmp_path / "cut", resume=True, progress=False)
