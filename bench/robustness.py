@@ -26,6 +26,7 @@ from emodet.core.audio import load_audio
 from emodet.core.errors import EmodetError
 from emodet.data import augment
 from emodet.data.manifest import read_manifest, resolve_path
+from emodet.data.normalize import Normalizer
 from emodet.evaluation.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,8 +77,7 @@ def fold_predictions(fold: Path, conditions: list[str]) -> tuple[dict[str, list[
     test = [r for r in rows if r["split"] == "test"]
     train = [r for r in rows if r["split"] == "train"][::10]
     pool = [load_audio(resolve_path(r["path"], info.data_root, fold / "manifest.csv")) for r in train]
-    mean = np.asarray(info.normalizer.get("mean", 0.0), np.float32)[:, None]
-    std = np.asarray(info.normalizer.get("std", 1.0), np.float32)[:, None]
+    normalize = Normalizer.from_dict(info.normalizer)  # the run's statistics and projection, as training applied them
     out = {c: [] for c in conditions}
     for r in test:
         clean = load_audio(resolve_path(r["path"], info.data_root, fold / "manifest.csv"), SR)
@@ -87,7 +87,7 @@ def fold_predictions(fold: Path, conditions: list[str]) -> tuple[dict[str, list[
             if key not in _FEATURES:  # the same degraded recording for every config with these features
                 _FEATURES[key] = compute_feature(info.feature, degrade(clean, c, seed, pool), SR, info.feature_params)
             feats = _FEATURES[key]
-            x = torch.from_numpy(((feats - mean) / std)[None].astype(np.float32))
+            x = torch.from_numpy(normalize(feats)[None].astype(np.float32))
             with torch.no_grad():
                 out[c].append(int(model(x, torch.tensor([x.shape[-1]])).argmax(1)))
     return out, [info.labels.index(r["label"]) for r in test], info.labels
