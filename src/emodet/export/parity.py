@@ -68,10 +68,7 @@ def parity(deploy, path, names, info, with_features, n_feat, speaker, sr) -> tup
 
 
 def agreement(fp32: Path, int8: Path, names, info, with_features, n_feat, speaker, sr) -> float:
-    import onnxruntime as ort
+    from .quantize import top_label_agreement
 
-    a = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
-    check = feeds(real_inputs(info, sr, 8), names, info, with_features, n_feat, speaker, sr)
-    same = [int(a.run(["logits"], f)[0].argmax() == b.run(["logits"], f)[0].argmax()) for f in check]
-    return float(np.mean(same))
+    return top_label_agreement(fp32, int8, feeds(real_inputs(info, sr, 8), names, info, with_features, n_feat,
+                                                 speaker, sr))

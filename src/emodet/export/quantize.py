@@ -55,7 +55,7 @@ def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] 
                     quantize_static(str(src), str(temps[0]), _Feeds(calibration), quant_format=QuantFormat.QOperator,
                                     op_types_to_quantize=["Conv"], per_channel=per_channel, weight_type=QuantType.QInt8,
                                     activation_type=QuantType.QUInt8, nodes_to_exclude=keep_float)
-                    agree = _agreement(src, temps[0], calibration)
+                    agree = top_label_agreement(src, temps[0], calibration)
                     if agree > best:
                         best, step = agree, temps[0].replace(temps[3])
                     if agree >= 0.95:
@@ -76,7 +76,7 @@ def quantize_int8(src: Path, dst: Path, metadata: dict, calibration: list[dict] 
                 tmp.unlink()
 
 
-def _agreement(fp32: Path, int8: Path, feeds: list[dict]) -> float:
+def top_label_agreement(fp32: Path, int8: Path, feeds: list[dict]) -> float:
     """Share of ``feeds`` on which two graphs give the same top class."""
     import numpy as np
     import onnxruntime as ort
