@@ -162,6 +162,61 @@ def test_a_teacher_on_other_features_sees_augmented_copies_augmented_alike(tmp_p
     assert not np.allclose(teacher.logits[:half].numpy(), teacher.logits[half:].numpy(), atol=1e-3)
 
 
+def test_unlabelled_recordings_are_learnt_from_the_teacher_alone(tmp_path, trained_runs, synth_corpus, monkeypatch):
+    """--unlabelled DIR: recordings without labels join the student's training set with the teacher's outputs as
+    their only target (the hard-label term skips them, the distillation term does not); a labelled recording of the
+    run found among them is left out (a test recording would leak); what cannot work is refused before any data is
+    read, and leaves no run directory."""
+    import shutil
+
+    import torch
+
+    from emodet.data.synth import generate_corpus
+    from emodet.training import loop
+    from emodet.workflows import experiment
+
+    other = tmp_path / "other"
+    generate_corpus(other, per_class=1, speakers=2, seed=7)  # 10 recordings this run never labels
+    shutil.copy(sorted(synth_corpus.rglob("*.wav"))[0], other / "a labelled one.wav")
+    seen = {}
+
+    def spy(model, train_loader, val_loader, cfg, labels, **kw):
+        seen.update(targets=list(train_loader.dataset.targets), teacher=kw["teacher"], class_targets=kw["targets"])
+        return real(model, train_loader, val_loader, cfg, labels, **kw)
+
+    real = experiment.train_loop
+    monkeypatch.setattr(experiment, "train_loop", spy)
+    args = ["--config", REPO / "configs" / "cnn_logmel.yaml", "--data-root", synth_corpus, "--runs-dir",
+            tmp_path / "runs", "--set", f"features.cache_dir={tmp_path / 'c'}", "--set", "data.normalize=global",
+            "--set", "data.split.val=1", "--set", "data.split.test=0", "--set", "training.epochs=1",
+            "--set", "model.preset=tiny", "--no-progress", "--teacher", trained_runs / "fc"]
+    out = cli("train", "--run-name", "s", *args, "--unlabelled", other)
+    assert out.returncode == 0, out.stderr
+    assert "10 unlabelled recordings" in out.stdout and "1 unlabelled recording(s) are labelled" in out.stdout
+    targets, teacher = seen["targets"], seen["teacher"]
+    assert targets.count(-1) == 10 and -1 not in seen["class_targets"] and len(seen["class_targets"]) == 30
+    assert teacher.logits.shape == (40, 5)
+    unlabelled = teacher.logits[torch.tensor(targets) == -1]
+    assert unlabelled.std(0).min() > 1e-3  # the teacher told the recordings apart
+    # one batch of unlabelled recordings alone: no hard-label term, a distillation term with a gradient
+    model = torch.nn.Linear(40, 5)
+    batch = (torch.randn(3, 40, 50), torch.tensor([-1, -1, -1]), torch.tensor([50, 50, 50]), list(torch.randn(3, 5)))
+    cfg = experiment.load_config(tmp_path / "runs" / "s" / "config.yaml").training
+    criterion = torch.nn.CrossEntropyLoss()
+    loss, kd, n = loop.batch_losses(lambda x, lengths: model(x.mean(2)), batch, criterion, cfg, teacher, torch.device("cpu"), 5, 0)
+    assert float(loss.detach()) == 0 and float(kd.detach()) > 0 and n == 3
+    kd.backward()
+    assert model.weight.grad.abs().sum() > 0
+    # refused before any data is read, nothing left behind
+    for extra, why in [(["--set", "training.distill.weight=0"], "need a teacher"),
+                       (["--set", "data.normalize=speaker"], "need data.normalize global or none"),
+                       (["--set", "training.augment.mixup=0.2"], "cannot be mixed")]:
+        bad = cli("train", "--run-name", "bad", *args, "--unlabelled", other, *extra)
+        assert bad.returncode == 2 and why in bad.stderr and not (tmp_path / "runs" / "bad").exists(), bad.stderr
+    bad = cli("train", "--run-name", "bad", *args, "--unlabelled", tmp_path / "nowhere")
+    assert bad.returncode == 2 and "no such folder or file" in bad.stderr
+
+
 @pytest.mark.slow  # two trainings with augmented copies (~20 s)
 def test_resume_with_waveform_augmentation_equals_an_uncut_run(tmp_path, synth_corpus, monkeypatch):
     """Augmented copies are seeded by run seed, copy and file, so a run cut after an epoch and resumed ends with

@@ -122,6 +122,8 @@ class DistillConfig(Section):
     teacher: str | None = option(None, *OPT_STR)
     weight: float = option(0.5, *NUM)
     temperature: float = option(2.0, *NUM)
+    unlabelled: str | None = option(None, *OPT_STR)  # a folder or CSV (path column) of recordings the teacher labels
+    unlabelled_max: int = option(0, int)  # a seeded random subset of that many (0: all)
 
 
 @dataclass
@@ -187,6 +189,8 @@ class Config(Section):
             raise UsageError(f"training.distill.weight must be in [0, 1], got {t.distill.weight}")
         if t.distill.temperature <= 0:
             raise UsageError(f"training.distill.temperature must be positive, got {t.distill.temperature}")
+        if t.distill.unlabelled_max < 0:
+            raise UsageError(f"training.distill.unlabelled_max must be 0 (all) or a count, got {t.distill.unlabelled_max}")
         check_speed_factors(t.augment.speed, "training.augment.speed")
         check_waveform_augment(t.augment.waveform)
         if d.max_seconds is not None and d.max_seconds <= 0:
@@ -276,3 +280,4 @@ def check_data_root(cfg: Config) -> Path | None:
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+

@@ -9,7 +9,8 @@ from .report import add_no_report, report_or_warn
 
 
 def config_from_args(args):
-    """The config of a train or cv command: --config, then --set, --teacher/--distill-weight, --data-root."""
+    """The config of a train or cv command: --config, then --set, --teacher/--distill-weight/--unlabelled,
+    --data-root."""
     from ..config import load_config
 
     overrides = list(args.overrides or [])
@@ -17,6 +18,8 @@ def config_from_args(args):
         overrides.append(f"training.distill.teacher={args.teacher}")
     if getattr(args, "distill_weight", None) is not None:
         overrides.append(f"training.distill.weight={args.distill_weight}")
+    if getattr(args, "unlabelled", None):
+        overrides.append(f"training.distill.unlabelled={args.unlabelled}")
     return load_config(args.config, overrides, args.data_root)
 
 
@@ -35,12 +38,19 @@ def add_train(sub) -> None:
     add_config_args(p, config_required=False)
     p.add_argument("--resume", action="store_true",
                    help="continue the run from its last checkpoint (with no --set, its own saved config.yaml is used)")
-    p.add_argument("--teacher", metavar="RUN_DIR", help="run, ensemble or cv directory to distil from "
-                   "(sets training.distill.teacher)")
-    p.add_argument("--distill-weight", type=float, metavar="W", help="weight of the distillation loss in [0, 1] "
-                   "(sets training.distill.weight)")
+    add_distill_args(p)
     add_no_report(p)
     p.set_defaults(func=cmd_train)
+
+
+def add_distill_args(p) -> None:
+    p.add_argument("--teacher", metavar="RUN_DIR", help="run, ensemble or cv directory to distil from (a cv: "
+                   "its fold holding out the same speakers; sets training.distill.teacher)")
+    p.add_argument("--distill-weight", type=float, metavar="W", help="weight of the distillation loss in [0, 1] "
+                   "(sets training.distill.weight)")
+    p.add_argument("--unlabelled", metavar="DIR|CSV", help="recordings without labels the teacher labels for the "
+                   "student: a folder or a CSV with a path column (sets training.distill.unlabelled; "
+                   "training.distill.unlabelled_max draws a subset)")
 
 
 def cmd_train(args) -> int:
@@ -54,7 +64,7 @@ def cmd_train(args) -> int:
                            + (f" --runs-dir {args.runs_dir}" if args.runs_dir != "runs" else ""))
     saved = run_dir / "config.yaml"
     if args.resume and saved.is_file() and not (args.overrides or args.data_root or args.teacher
-                                                or args.distill_weight is not None):
+                                                or args.distill_weight is not None or args.unlabelled):
         cfg = load_config(saved)  # the run's own config: a resume needs nothing repeated
         if args.config and config_differences(load_config(args.config), cfg):
             print(f"resuming {run_dir} with its own config.yaml (--config {args.config} differs: "
@@ -94,11 +104,14 @@ def add_cv(sub) -> None:
         epilog=examples("emodet cv --config configs/fc_compare.yaml --folds loso --run-name fc_loso --data-root E",
                         "emodet cv --config configs/cnn_logmel.yaml --folds 5 --run-name cnn_5fold --data-root D",
                         "emodet cv --config configs/general.yaml --folds corpus --run-name loco --set "
-                        "data.manifest=three.csv"))
+                        "data.manifest=three.csv",
+                        "emodet cv --config configs/edge_student.yaml --folds loso --run-name s --data-root E "
+                        "--teacher runs/general_loso --unlabelled other_recordings/"))
     add_config_args(p)
     p.add_argument("--folds", required=True, metavar="loso|corpus|K",
                    help="'loso' (leave one speaker out), 'corpus' (leave one corpus out: a manifest's corpus "
                         "column) or a number of folds by speaker")
+    add_distill_args(p)
     add_no_report(p)
     p.set_defaults(func=cmd_cv)
 

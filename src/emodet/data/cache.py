@@ -41,11 +41,12 @@ from ..core.io import atomic_save_npy, atomic_write_json, remove_stale_temp_file
 from .cache_build import BuildReport, in_shard, init_worker, parse_shard, single_thread
 
 
-def file_signature(path: Path, sample: int = 65536) -> str:
+def file_signature(path: Path, sample: int = 65536, with_time: bool = True) -> str:
     """10 hex digits of the file's size, modification time and first and last ``sample`` bytes: cheap
-    (two small reads), and it tells apart two files of the same name, size and time with other audio."""
+    (two small reads), and it tells apart two files of the same name, size and time with other audio.
+    ``with_time=False``: of the content alone (a copy of a file has its signature)."""
     st = os.stat(path)
-    digest = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    digest = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns if with_time else ''}".encode())
     with open(path, "rb") as fh:
         digest.update(fh.read(sample))
         if st.st_size > sample:

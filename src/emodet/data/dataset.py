@@ -23,10 +23,14 @@ from .normalize import Normalizer
 
 
 def label_indices(rows: list[dict], labels: list[str], source: str = "manifest") -> list[int]:
-    """Index of each row's label in ``labels``; a label outside it is an error naming the row."""
+    """Index of each row's label in ``labels`` (-1 for an ``unlabelled`` row); a label outside it is an error
+    naming the row."""
     index = {lab: i for i, lab in enumerate(labels)}
     out = []
     for i, row in enumerate(rows):
+        if row.get("unlabelled"):  # a recording only a distillation teacher labels
+            out.append(-1)
+            continue
         if row["label"] not in index:
             raise UsageError(f"{source}: row {i + 1} ({row['path']}) has label {row['label']!r}, "
                              f"not one of data.labels: {', '.join(labels)}")

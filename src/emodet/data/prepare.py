@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ..config import Config, check_data_root
 from ..core.errors import UsageError
+from ..core.files import list_audio_files
 from ..core.io import atomic_write_csv
 from ..features import load_plugins
 from .augment import AugmentCopy
-from .cache import FeatureCache
+from .cache import FeatureCache, file_signature
 from .checks import warn_about_data
 from .corpora import CORPUS_NAMES, prepare_corpus
 from .dataset import locate, row_cache
@@ -165,6 +166,74 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
         if skipped:
             atomic_write_csv(run_dir / "skipped.csv", skipped, ["path", "error"])
     return PreparedData(rows, root, manifest_path, labels, cache, skipped, augmented, variants)
+
+
+def check_unlabelled(cfg: Config) -> None:
+    """``training.distill.unlabelled``: recordings only a teacher labels (the student learns them from its
+    outputs alone); what cannot work with label-free recordings is refused before any data is read."""
+    t, d = cfg.training, cfg.data
+    if not t.distill.unlabelled:
+        return
+    why = None
+    if not t.distill.teacher or t.distill.weight <= 0:
+        why = "need a teacher (training.distill.teacher, or --teacher) and training.distill.weight > 0: only its " \
+              "outputs say anything of them"
+    elif d.normalize not in ("global", "none"):
+        why = f"need data.normalize global or none (got {d.normalize}): their speakers and corpora have no statistics"
+    elif t.augment.mixup:
+        why = "cannot be mixed (set training.augment.mixup: 0)"
+    elif t.optimizer == "lbfgs":
+        why = "are for minibatch students (training.optimizer adamw, adam or sgd), not a full-batch L-BFGS fit"
+    if why:
+        raise UsageError(f"training.distill.unlabelled {t.distill.unlabelled}: recordings without labels {why}")
+
+
+def prepare_unlabelled(cfg: Config, data: PreparedData, progress: bool | None = None) -> list[dict]:
+    """Training rows without labels (``unlabelled: True``, label index -1) from ``training.distill.unlabelled``:
+    a folder of recordings (recursive) or a CSV with a ``path`` column (relative to the CSV's folder; other
+    columns ignored), ``unlabelled_max`` of them drawn with the training seed, their features cached. A file
+    that is one of the labelled recordings, or a byte-for-byte copy of one, is left out (a test recording would
+    leak), and said; a re-encoded copy is not recognised."""
+    import csv
+    import random
+
+    spec = cfg.training.distill.unlabelled
+    if not spec:
+        return []
+    source = Path(spec)
+    if source.is_dir():
+        paths = [str((source / rel).resolve()) for rel in list_audio_files(source)]
+    elif source.is_file():
+        try:
+            with open(source, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if "path" not in (reader.fieldnames or []):
+                    raise UsageError(f"training.distill.unlabelled {source}: a CSV of unlabelled recordings needs a "
+                                     f"'path' column (found: {', '.join(reader.fieldnames or []) or 'none'})")
+                paths = [str((source.parent / r["path"].strip()).resolve()) for r in reader if (r["path"] or "").strip()]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise UsageError(f"training.distill.unlabelled {source}: not a readable CSV file ({exc})") from None
+    else:
+        raise UsageError(f"training.distill.unlabelled {spec}: no such folder or file; give a folder of recordings "
+                         "or a CSV with a 'path' column")
+    labelled = {file_signature(Path(*locate(r["path"], data.root, data.manifest_path)), with_time=False)
+                for r in data.rows}
+    overlap = {p for p in paths if Path(p).is_file() and file_signature(Path(p), with_time=False) in labelled}
+    if overlap:
+        log.info("  %d unlabelled recording(s) are labelled recordings of this run, or copies of them (e.g. %s): "
+                 "left out", len(overlap), min(overlap))
+    paths = sorted(set(paths) - overlap)
+    most = cfg.training.distill.unlabelled_max
+    if most and len(paths) > most:
+        paths = sorted(random.Random(cfg.training.seed).sample(paths, most))
+    if not paths:
+        raise UsageError(f"training.distill.unlabelled {spec}: no recordings left to distil on")
+    rows = [{"path": p, "label": "", "speaker": "unlabelled", "split": "train", "unlabelled": True} for p in paths]
+    rows, failed = build_features(data.cache, rows, None, None, cfg.features.plugins, progress)
+    for s in failed:
+        log.info("  unlabelled recording skipped: %s", s["error"])
+    log.info("  %d unlabelled recordings from %s, labelled by the teacher", len(rows), spec)
+    return rows
 
 
 def fit_normalizer(cfg: Config, data: PreparedData) -> Normalizer:

@@ -136,7 +136,8 @@ def minibatch_epoch(model, loader, optimizer, criterion, schedule: Schedule, sca
 def batch_losses(model, batch, criterion, cfg: TrainingConfig, teacher, device, n_classes: int, epoch: int):
     """Augment one training batch and return ``(loss, distillation loss or None, batch size)``.
 
-    ``loss`` is the criterion's weighted mean over the batch (distillation's is a plain mean).
+    ``loss`` is the criterion's weighted mean over the batch's labelled items (distillation's is a plain mean
+    over all, unlabelled recordings included).
     """
     x, y, lengths, *extra = batch
     x, y, lengths = x.to(device, non_blocking=True), y.to(device), lengths.to(device)
@@ -149,7 +150,11 @@ def batch_losses(model, batch, criterion, cfg: TrainingConfig, teacher, device, 
     kd = None
     with autocast_context(device, cfg.amp):
         logits = model(x, lengths)
-        loss = criterion(logits, targets)
+        labelled = y >= 0  # unlabelled recordings (-1) only have the teacher's outputs: no hard-label term
+        if bool(labelled.all()):
+            loss = criterion(logits, targets)
+        else:
+            loss = criterion(logits[labelled], targets[labelled]) if bool(labelled.any()) else logits.sum() * 0.0
         if teacher is not None and cfg.distill.weight > 0:
             teacher_logits = torch.stack(extra[0]).to(device) if isinstance(teacher, RecordingTeacher) \
                 else teacher(x, lengths)

@@ -22,7 +22,8 @@ from .. import __version__
 from ..config import Config, check_data_root, config_differences, dump_config, load_config
 from ..core.errors import UsageError
 from ..core.io import atomic_write_json, atomic_write_text, remove_stale_temp_files
-from ..data.prepare import PreparedData, fit_normalizer, input_shape, make_loaders, prepare_data
+from ..data.prepare import (PreparedData, check_unlabelled, fit_normalizer, input_shape, make_loaders, prepare_data,
+                            prepare_unlabelled)
 from ..evaluation.evaluate import write_predictions
 from ..evaluation.calibration import calibration_report
 from ..evaluation.metrics import classification_metrics
@@ -53,7 +54,9 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
         by_split = {s: data.split(s) for s in SPLITS}
         by_split["train"] += data.augmented
         _check_selection(cfg, by_split)
-        normalizer = fit_normalizer(cfg, data)
+        normalizer = fit_normalizer(cfg, data)  # of the labelled recordings
+        unlabelled = prepare_unlabelled(cfg, data, progress if is_main else False)
+        by_split["train"] += unlabelled
         teacher = load_teacher(cfg, data, by_split["train"], {r["speaker"] for r in by_split["test"]},
                                json.loads(json.dumps(normalizer.to_dict())))
         extras = list(teacher.logits) if isinstance(teacher, RecordingTeacher) else None
@@ -71,11 +74,12 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
     if is_main:
         log.info("%s: %s (%s, %s parameters) on %s; %d train%s / %d val / %d test recordings; labels %s", run_name,
                  cfg.model.name, cfg.model.preset, f"{count_parameters(model):,}", cfg.features.type,
-                 len(by_split["train"]), f" (with {len(data.augmented)} augmented copies)" if data.augmented
-                 else "", len(by_split["val"]), len(by_split["test"]), ", ".join(data.labels))
+                 len(by_split["train"]), "".join(f" (with {n} {what})" for n, what in [
+                     (len(data.augmented), "augmented copies"), (len(unlabelled), "unlabelled recordings")] if n),
+                 len(by_split["val"]), len(by_split["test"]), ", ".join(data.labels))
     writer = _tensorboard(run_dir) if is_main else None
     result = train_loop(model, loaders["train"], loaders.get("val"), training, data.labels,
-                        targets=loaders["train"].dataset.targets, run_dir=run_dir, resume=resume, teacher=teacher,
+                        targets=[t for t in loaders["train"].dataset.targets if t >= 0], run_dir=run_dir, resume=resume, teacher=teacher,
                         progress=progress, writer=writer, is_main=is_main,
                         reduce_metrics=distributed.gather if distributed else None)
     if writer is not None:
@@ -92,6 +96,7 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
 def check_run_start(cfg: Config, run_dir: Path, resume: bool) -> None:
     """Refuse to start over a run (without ``--resume``) or to resume it with another config (naming the keys)."""
     check_data_root(cfg)  # before anything is written
+    check_unlabelled(cfg)
     started = (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "metrics.json").exists()
     if started and not resume:
         raise UsageError(f"run directory {run_dir} already holds a run: pass --resume to continue it, "
