@@ -2,6 +2,7 @@
 
     python bench/edge.py [--cv-dir runs/bench_accuracy/emodb_cnn_logmel]   # the tiny CNN (configs/cnn_logmel.yaml)
     python bench/edge.py --fuse runs/bench_accuracy/emodb_linear_compare     # + the tiny fused model
+    python bench/edge.py --search                                             # the edge student's candidates
 
 The tiny fused model (--fuse CV_DIR ...): the CNN late-fused with other LOSO runs (e.g. the
 linear model over openSMILE ComParE functionals), deployed as it would be on a device: every
@@ -209,6 +210,89 @@ def fused_model(cv_dirs: list[Path], out_dir: Path, repeats: int) -> None:
         print(f"{name:<34}p50 {a:8.1f} ms  p95 {b:8.1f} ms")
 
 
+# The architecture search's candidates (declared in bench/PROTOCOLS.md before they were measured): the edge
+# student's config with each combination of these, beside the shipped student and today's tiny CNN.
+SEARCH = {"n_mels": (32, 40, 64), "hop_ms": (10, 20), "channels": ((32, 64, 96, 128), (16, 32, 48, 64)),
+          "stem_stride": (2, 4)}
+BUDGET_MB, BUDGET_MS = 1.0, 3.0  # issue 23: < 1 MB of ONNX, p50 <= 3 ms a 3 s clip on one thread
+
+
+def untrained_graph(config: Path, overrides: list[str], path: Path) -> dict:
+    """Export the model a config would train (untrained weights: latency and size do not depend on them) with its
+    front end in the graph, as `emodet export --with-features` would; ``{path, names, n_feat, params}``."""
+    from emodet.config import load_config
+    from emodet.data.normalize import GROUPED_MODES
+    from emodet.export.graph import export_onnx
+    from emodet.export.onnx import graph_front_end, graph_inputs
+    from emodet.features import get_feature_spec
+    from emodet.features.registry import resolve_params
+    from emodet.features.spectral import resolve_frame_params
+    from emodet.models import build_model, count_parameters
+
+    cfg = load_config(config, overrides, data_root=".")
+    sr, spec = cfg.data.sample_rate, get_feature_spec(cfg.features.type)
+    params = resolve_params(cfg.features.type, cfg.features.params)
+    frontend = graph_front_end(spec, sr, params)
+    with torch.no_grad():
+        n_feat = int(frontend(torch.zeros(1, sr)).shape[1])
+    model = build_model(cfg.model.name, 7, (n_feat, 300), cfg.model.preset, **cfg.model.params).eval()
+    speaker = cfg.data.normalize in GROUPED_MODES
+    normalizer = {"mode": cfg.data.normalize} if speaker else {"mode": "global", "mean": [0.0] * n_feat,
+                                                               "std": [1.0] * n_feat}
+    hop = resolve_frame_params(sr, params)["hop_length"]
+    deploy = DeployModel(model, frontend, hop, normalizer).eval()
+    example, names, shapes = graph_inputs(sr, hop, n_feat, True, speaker)
+    export_onnx(deploy, path, example, names, shapes)
+    return {"path": path, "names": names, "n_feat": n_feat, "params": count_parameters(model)}
+
+
+def architecture_search(out_dir: Path, repeats: int) -> None:
+    """Size and latency of every candidate in ``SEARCH`` (and the shipped student and tiny CNN), timed interleaved
+    in one run; which fit the budget. Accuracy is not measured here: that needs each survivor trained."""
+    import itertools
+
+    import onnxruntime as ort
+
+    graphs = {"tiny cnn_logmel (today)": untrained_graph(REPO / "configs" / "cnn_logmel.yaml", [], out_dir / "ref.onnx"),
+              "edge_student (shipped)": untrained_graph(REPO / "configs" / "edge_student.yaml", [], out_dir / "s.onnx")}
+    for n_mels, hop_ms, channels, stride in itertools.product(*SEARCH.values()):
+        name = f"mel{n_mels} hop{hop_ms}ms ch{channels[-1]} stem/{stride}"
+        graphs[name] = untrained_graph(REPO / "configs" / "edge_student.yaml", [
+            f"features.params.n_mels={n_mels}", f"features.params.hop_length={16 * hop_ms}",
+            f"model.params.channels={list(channels)}", f"model.params.stem_stride={stride}"],
+            out_dir / f"c{len(graphs)}.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    clip = (np.random.default_rng(0).standard_normal(48000) * 0.05).astype(np.float32)
+    runs = {}
+    for name, g in graphs.items():
+        session = ort.InferenceSession(str(g["path"]), options, providers=["CPUExecutionProvider"])
+        feed = {"audio": clip[None], "audio_lengths": np.array([len(clip)], np.int64)}
+        if "norm_mean" in g["names"]:
+            feed.update({"norm_mean": np.zeros(g["n_feat"], np.float32), "norm_std": np.ones(g["n_feat"], np.float32)})
+        runs[name] = (session, feed)
+        for _ in range(10):  # warm-up
+            session.run(["logits"], feed)
+    timings = {name: [] for name in graphs}
+    for _ in range(repeats):  # interleaved: the machine's noise hits every candidate alike
+        for name, (session, feed) in runs.items():
+            t = time.perf_counter()
+            session.run(["logits"], feed)
+            timings[name].append(time.perf_counter() - t)
+    ref = percentiles(timings["tiny cnn_logmel (today)"])[0]
+    print(f"architecture search: {len(graphs) - 2} candidates (edge_student.yaml with {', '.join(SEARCH)}), "
+          f"untrained, front end in the graph, ONNX Runtime fp32, 1 thread, a 3 s clip, {repeats} interleaved runs")
+    print(f"{'model':<34}{'params':>9}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}{'vs tiny CNN':>12}  budget (<{BUDGET_MB:g} MB, "
+          f"<={BUDGET_MS:g} ms)")
+    for name in sorted(graphs, key=lambda n: percentiles(timings[n])[0]):
+        a, b = percentiles(timings[name])
+        mb = graphs[name]["path"].stat().st_size / 1e6
+        fits = "fits" if mb < BUDGET_MB and a <= BUDGET_MS else ""
+        print(f"{name:<34}{graphs[name]['params']:>9,}{mb:>7.3f}{a:>8.2f}{b:>8.2f}{a / ref:>11.2f}x  {fits}")
+    print("accuracy is not measured by the search: a candidate that fits is a student to train and cross-validate "
+          "(emodet cv --config configs/edge_student.yaml --set ...)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cv-dir", type=Path, default=Path("runs") / "bench_accuracy" / "emodb_cnn_logmel")
@@ -220,7 +304,13 @@ def main() -> int:
     ap.add_argument("--compare", type=Path, nargs="+", default=[], metavar="CV_DIR",
                     help="more LOSO run directories (e.g. edge students): the same figures for each, in one table "
                          "beside --cv-dir's")
+    ap.add_argument("--search", action="store_true", help="the architecture search: size and latency of the edge "
+                    "student's candidates (SEARCH) beside the shipped student and the tiny CNN; no run needed")
     args = ap.parse_args()
+    if args.search:
+        with tempfile.TemporaryDirectory() as tmp:
+            architecture_search(Path(tmp), args.repeats)
+        return 0
     run = args.run or next(iter(sorted(args.cv_dir.glob("fold_*"))), None)
     if run is None:
         print("no run: pass --run RUN_DIR or run bench/accuracy.py --configs cnn_logmel first")

@@ -57,6 +57,37 @@ class DeployModel(nn.Module):
         return (logits, features) if self.features_out else logits
 
 
+def graph_front_end(spec, sr: int, params: dict) -> nn.Module:
+    """The feature front end as it goes into a graph (a spectral one as a two-stage matmul DFT: ONNX Runtime's
+    STFT operator is about 3x slower)."""
+    frontend = spec.module_factory(sr, params)
+    if spec.exportable and not spec.graph_only:
+        from ..features.spectral import use_graph_spectrogram
+
+        frontend = use_graph_spectrogram(frontend)
+    return frontend.eval()
+
+
+def graph_inputs(sr: int, hop: int, n_feat: int, with_features: bool, speaker: bool, max_seconds=None):
+    """``(example inputs, input names, dynamic shapes)`` of a ``DeployModel``'s export: raw audio of any length
+    (up to ``max_seconds``) or features of any length, any batch; a speaker's (domain's) statistics as inputs."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    if with_features:
+        samples = torch.export.Dim("samples", min=max(2 * hop * 8, 2560),
+                                   max=int(max_seconds * sr) if max_seconds else 100_000_000)
+        example = (torch.randn(2, sr) * 0.1, torch.tensor([sr, sr // 2]))
+        names, shapes = ["audio", "audio_lengths"], {"x": {0: batch, 1: samples}, "lengths": {0: batch}}
+    else:
+        frames = torch.export.Dim("frames", min=8, max=1_000_000)
+        example = (torch.randn(2, n_feat, 64), torch.tensor([64, 40]))
+        names, shapes = ["features", "lengths"], {"x": {0: batch, 2: frames}, "lengths": {0: batch}}
+    if speaker:
+        example += (torch.zeros(n_feat), torch.ones(n_feat))
+        names += ["norm_mean", "norm_std"]
+        shapes.update({"norm_mean": {}, "norm_std": {}})
+    return example, names, shapes
+
+
 def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_features: bool = False,
                quantize: str | None = None, verify: bool = True) -> dict:
     """Export a run or ensemble directory to ONNX with its metadata; verify parity in ONNX Runtime.
@@ -83,34 +114,15 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
     if quantize not in (None, "int8"):
         raise UsageError(f"--quantize {quantize!r}: the valid value is int8")
     model = load_predictor(run_dir).eval()
-    frontend = None
-    if with_features and spectral:  # the two-stage matmul DFT: ONNX Runtime's STFT operator is about 3x slower
-        from ..features.spectral import use_graph_spectrogram
-
-        frontend = use_graph_spectrogram(spec.module_factory(sr, info.feature_params)).eval()
-    elif with_features:
-        frontend = spec.module_factory(sr, info.feature_params).eval()
+    frontend = graph_front_end(spec, sr, info.feature_params) if with_features else None
     hop = int(frame_params.get("hop_length") or 1)
     speaker = info.normalize in GROUPED_MODES  # statistics of the speaker (or domain) come as inputs
     # the runtime computes statistics from features; one it cannot compute comes out of the graph beside the logits
     features_out = speaker and spec.graph_only
     deploy = DeployModel(model, frontend, hop, info.normalizer, features_out).eval()
     n_feat = int(info.input_shape[0])
-    batch = torch.export.Dim("batch", min=1, max=4096)
     max_seconds = getattr(frontend, "max_seconds", None)  # an encoder's window: the runtime cuts longer audio
-    if with_features:
-        samples = torch.export.Dim("samples", min=max(2 * hop * 8, 2560),
-                                   max=int(max_seconds * sr) if max_seconds else 100_000_000)
-        example = (torch.randn(2, sr) * 0.1, torch.tensor([sr, sr // 2]))
-        names, shapes = ["audio", "audio_lengths"], {"x": {0: batch, 1: samples}, "lengths": {0: batch}}
-    else:
-        frames = torch.export.Dim("frames", min=8, max=1_000_000)
-        example = (torch.randn(2, n_feat, 64), torch.tensor([64, 40]))
-        names, shapes = ["features", "lengths"], {"x": {0: batch, 2: frames}, "lengths": {0: batch}}
-    if speaker:
-        example += (torch.zeros(n_feat), torch.ones(n_feat))
-        names += ["norm_mean", "norm_std"]
-        shapes.update({"norm_mean": {}, "norm_std": {}})
+    example, names, shapes = graph_inputs(sr, hop, n_feat, with_features, speaker, max_seconds)
     metadata = {"emodet.labels": json.dumps(info.labels), "emodet.sample_rate": sr,
                 "emodet.feature": info.feature, "emodet.feature_params": json.dumps(frame_params),
                 "emodet.normalizer": json.dumps({k: v for k, v in info.normalizer.items() if k != "nap"}),

@@ -28,12 +28,14 @@ class _Block(nn.Module):
 
 @register_model("dscnn", presets={"base": {"channels": (32, 64, 128, 256)}, "tiny": {"channels": (32, 64, 96, 128)}})
 class DepthwiseSeparableCNN(nn.Module):
-    """``(B, F, T)`` -> ``(B, n_classes)``; a stem of stride 2, then one block a channel width (stride 2 from the
-    second on), mean and standard deviation of the valid frames."""
+    """``(B, F, T)`` -> ``(B, n_classes)``; a stem of stride ``stem_stride`` (2; 4 quarters the blocks' work), then
+    one block a channel width (stride 2 from the second on), mean and standard deviation of the valid frames."""
 
-    def __init__(self, n_classes: int, n_features: int, channels=(32, 64, 128, 256), dropout: float = 0.3):
+    def __init__(self, n_classes: int, n_features: int, channels=(32, 64, 128, 256), dropout: float = 0.3,
+                 stem_stride: int = 2):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, stride=2, padding=1, bias=False),
+        self.stem_stride = int(stem_stride)
+        self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, stride=self.stem_stride, padding=1, bias=False),
                                   nn.BatchNorm2d(channels[0]), nn.ReLU())
         self.blocks = nn.ModuleList(_Block(a, b, 1 if i == 0 else 2)
                                     for i, (a, b) in enumerate(zip(channels, channels[1:] + channels[-1:])))
@@ -43,7 +45,7 @@ class DepthwiseSeparableCNN(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         lengths = full_lengths(x, lengths)
         h = self.stem(x[:, None])
-        lengths = conv_lengths(lengths, 2)
+        lengths = conv_lengths(lengths, self.stem_stride)
         for block in self.blocks:
             # padding zeroed after every block: an item gives the same result alone as padded in a batch
             h = block(h * length_mask(lengths, h.shape[-1])[:, None, None, :].to(h.dtype))

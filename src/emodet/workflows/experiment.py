@@ -74,8 +74,8 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
     if is_main:
         log.info("%s: %s (%s, %s parameters) on %s; %d train%s / %d val / %d test recordings; labels %s", run_name,
                  cfg.model.name, cfg.model.preset, f"{count_parameters(model):,}", cfg.features.type,
-                 len(by_split["train"]), "".join(f" (with {n} {what})" for n, what in [
-                     (len(data.augmented), "augmented copies"), (len(unlabelled), "unlabelled recordings")] if n),
+                 len(by_split["train"]), _with(len(data.augmented), "augmented copies", len(unlabelled),
+                                               "unlabelled recordings"),
                  len(by_split["val"]), len(by_split["test"]), ", ".join(data.labels))
     writer = _tensorboard(run_dir) if is_main else None
     result = train_loop(model, loaders["train"], loaders.get("val"), training, data.labels,
@@ -91,6 +91,13 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
     if distributed is not None:  # validation ran over ranks; the final figures use every recording
         loaders = make_loaders(cfg, data, normalizer, {k: v for k, v in by_split.items() if v and k != "train"})
     return _finish(cfg, run_name, run_dir, unwrap(model), data, by_split, loaders, normalizer, result, shape, t0)
+
+
+def _with(*counted) -> str:
+    """`` (with 972 augmented copies, 500 unlabelled recordings)`` of ``(972, "augmented copies", 500, ...)``,
+    leaving out the zeros."""
+    parts = [f"{n} {what}" for n, what in zip(counted[::2], counted[1::2]) if n]
+    return f" (with {', '.join(parts)})" if parts else ""
 
 
 def check_run_start(cfg: Config, run_dir: Path, resume: bool) -> None:
