@@ -236,6 +236,8 @@ def main() -> int:
                     help="configs whose settings are chosen for each target corpus by inner leave-one-corpus-out on "
                          "its training corpora, among the candidates of --grid")
     ap.add_argument("--grid", default="stage2", choices=sorted(GRIDS), help="the candidates of --select")
+    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS),
+                    help="the conditions to run (default: all)")
     args = ap.parse_args()
     missing = [c for c in CORPORA if not (DATASETS / c).is_dir()]
     if missing:
@@ -245,14 +247,14 @@ def main() -> int:
     print(f"manifest {manifest}: {len(rows_of(manifest))} recordings of {', '.join(LABELS)}")
     table, predictions = {}, {}
     for config in dict.fromkeys([*args.configs, *(m for f in args.fuse for m in f.split("+"))]):
-        for condition in CONDITIONS:
+        for condition in args.conditions:
             t0 = time.perf_counter()
             table[(config, condition)], predictions[(config, condition)] = run_system(
                 config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides)
             print(f"{config} ({condition}): " + ", ".join(f"{k} {v:.3f}" for k, v in table[(config, condition)].items())
                   + f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
     for config in args.select:
-        for condition in CONDITIONS:
+        for condition in args.conditions:
             chosen, values = {}, {}
             for target in CORPORA:
                 name, inner = select(config, condition, manifest, args.runs_dir, args.cache_dir, args.overrides, target,
@@ -266,7 +268,7 @@ def main() -> int:
                                        args.grid)
             print(f"{config} [{condition}] over all three corpora: {everywhere} (inner {inner:.3f})", flush=True)
     for spec in args.fuse:
-        for condition in CONDITIONS:
+        for condition in args.conditions:
             table[(f"fusion {spec}", condition)] = fuse([predictions[(m, condition)] for m in spec.split("+")])
     ref = reference(manifest, args.cache_dir)
     print("\nleave one corpus out, 4 classes, pooled UAR on the held-out corpus (chance 0.25)")
