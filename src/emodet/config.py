@@ -280,4 +280,3 @@ def check_data_root(cfg: Config) -> Path | None:
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
-
