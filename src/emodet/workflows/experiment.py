@@ -78,9 +78,9 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
                                                "unlabelled recordings"),
                  len(by_split["val"]), len(by_split["test"]), ", ".join(data.labels))
     writer = _tensorboard(run_dir) if is_main else None
-    result = train_loop(model, loaders["train"], loaders.get("val"), training, data.labels,
-                        targets=[t for t in loaders["train"].dataset.targets if t >= 0], run_dir=run_dir, resume=resume, teacher=teacher,
-                        progress=progress, writer=writer, is_main=is_main,
+    labelled = [t for t in loaders["train"].dataset.targets if t >= 0]  # class weights: of labelled recordings
+    result = train_loop(model, loaders["train"], loaders.get("val"), training, data.labels, targets=labelled,
+                        run_dir=run_dir, resume=resume, teacher=teacher, progress=progress, writer=writer, is_main=is_main,
                         reduce_metrics=distributed.gather if distributed else None)
     if writer is not None:
         writer.close()
