@@ -56,9 +56,17 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 95))
 
 
-def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
+def ort_session(path):
+    """An ONNX Runtime session on one thread, as the latency figures are measured."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
     from emodet.features import get_feature_spec
     from emodet.runs import load_predictor, load_run
 
@@ -78,12 +86,6 @@ def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
     hop = resolve_frame_params(sr, info.feature_params)["hop_length"]
     eager = DeployModel(model, frontend, hop, info.normalizer).eval()
     eager_inputs = [torch.from_numpy(feed[k]) for k in report["inputs"]]
-
-    def ort_session(path):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     sessions = {"ONNX Runtime fp32": ort_session(report["path"]), "ONNX Runtime int8": ort_session(report["int8_path"])}
     timings = {name: [] for name in [*sessions, "PyTorch eager"]}
@@ -251,8 +253,6 @@ def architecture_search(out_dir: Path, repeats: int) -> None:
     in one run; which fit the budget. Accuracy is not measured here: that needs each survivor trained."""
     import itertools
 
-    import onnxruntime as ort
-
     graphs = {"tiny cnn_logmel (today)": untrained_graph(REPO / "configs" / "cnn_logmel.yaml", [], out_dir / "ref.onnx"),
               "edge_student (shipped)": untrained_graph(REPO / "configs" / "edge_student.yaml", [], out_dir / "s.onnx")}
     for n_mels, hop_ms, channels, stride in itertools.product(*SEARCH.values()):
@@ -261,12 +261,10 @@ def architecture_search(out_dir: Path, repeats: int) -> None:
             f"features.params.n_mels={n_mels}", f"features.params.hop_length={16 * hop_ms}",
             f"model.params.channels={list(channels)}", f"model.params.stem_stride={stride}"],
             out_dir / f"c{len(graphs)}.onnx")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
     clip = (np.random.default_rng(0).standard_normal(48000) * 0.05).astype(np.float32)
     runs = {}
     for name, g in graphs.items():
-        session = ort.InferenceSession(str(g["path"]), options, providers=["CPUExecutionProvider"])
+        session = ort_session(g["path"])
         feed = {"audio": clip[None], "audio_lengths": np.array([len(clip)], np.int64)}
         if "norm_mean" in g["names"]:
             feed.update({"norm_mean": np.zeros(g["n_feat"], np.float32), "norm_std": np.ones(g["n_feat"], np.float32)})

@@ -210,13 +210,14 @@ def prepare_unlabelled(cfg: Config, data: PreparedData, progress: bool | None = 
                 if "path" not in (reader.fieldnames or []):
                     raise UsageError(f"training.distill.unlabelled {source}: a CSV of unlabelled recordings needs a "
                                      f"'path' column (found: {', '.join(reader.fieldnames or []) or 'none'})")
-                paths = [str((source.parent / r["path"].strip()).resolve()) for r in reader if (r["path"] or "").strip()]
+                paths = [str(resolve_path(r["path"].strip(), None, source).resolve()) for r in reader
+                         if (r["path"] or "").strip()]
         except (UnicodeDecodeError, csv.Error) as exc:
             raise UsageError(f"training.distill.unlabelled {source}: not a readable CSV file ({exc})") from None
     else:
         raise UsageError(f"training.distill.unlabelled {spec}: no such folder or file; give a folder of recordings "
                          "or a CSV with a 'path' column")
-    labelled = {file_signature(Path(*locate(r["path"], data.root, data.manifest_path)), with_time=False)
+    labelled = {file_signature(resolve_path(r["path"], data.root, data.manifest_path), with_time=False)
                 for r in data.rows}
     overlap = {p for p in paths if Path(p).is_file() and file_signature(Path(p), with_time=False) in labelled}
     if overlap:
