@@ -25,6 +25,7 @@ two augmented copies of each training recording (training.augment.waveform.copie
     all_cnn          all + cnn_logmel x 2                                  EmoDB 0.867
     encoder_functionals      encoder_whisper_linear + functionals (bench/PROTOCOLS.md, 2026-12-01 22:50)
     encoder_functionals_cnn  encoder_whisper_linear + functionals_cnn
+    encoder_ft_functionals   encoder_whisper_finetune + encoder_functionals (bench/PROTOCOLS.md, 2026-12-02 06:23)
 
 (leave-one-speaker-out pooled UAR on the copies in ../shared/datasets; the CNN recipes were not
 run on RAVDESS: 24 CNN trainings take ~4 h a seed on 2 cores.)
@@ -71,7 +72,8 @@ _ALL = [*_FUNCTIONALS, *(f"{m}~trim" for m in [*_FC3, "linear_compare"]),
 RECIPES = {"v2": [*_FC3, *_CNN2], "tiny": ["linear_compare", "cnn_logmel"], "functionals": _FUNCTIONALS,
            "functionals_cnn": [*_FUNCTIONALS, *_CNN2], "all": _ALL, "all_cnn": [*_ALL, *_CNN2],
            "encoder_functionals": ["encoder_whisper_linear", *_FUNCTIONALS],
-           "encoder_functionals_cnn": ["encoder_whisper_linear", *_FUNCTIONALS, *_CNN2]}
+           "encoder_functionals_cnn": ["encoder_whisper_linear", *_FUNCTIONALS, *_CNN2],
+           "encoder_ft_functionals": ["encoder_whisper_finetune", "encoder_whisper_linear", *_FUNCTIONALS]}
 REFERENCES = {"emodb": [("eGeMAPS + SVM (reference)", 0.73), ("ComParE + SVM (reference)", 0.83),
                         ("plain small CNN (reference floor)", 0.81)],
               "ravdess": [("eGeMAPS + SVM (reference)", 0.575), ("ComParE + SVM (reference)", 0.645)]}

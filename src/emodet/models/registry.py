@@ -23,19 +23,22 @@ class ModelEntry:
     cls: Callable[..., nn.Module]
     presets: dict
     description: str
+    check: Callable | None = None  # (features.type, features.params, model.params): refuses features it cannot take
 
 
 _MODEL_REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, presets: dict | None = None, override: bool = False, description: str | None = None):
-    """Class decorator registering a model family; ``presets`` maps preset names to parameters."""
+def register_model(name: str, *, presets: dict | None = None, override: bool = False, description: str | None = None,
+                   check: Callable | None = None):
+    """Class decorator registering a model family; ``presets`` maps preset names to parameters; ``check``
+    (optional) is called with ``(features.type, features.params, model params)`` before a run reads any file."""
 
     def decorator(cls):
         if name in _MODEL_REGISTRY and not override:
             raise UsageError(f"model name {name!r} is already registered; pass override=True to replace it")
         doc = description if description is not None else (cls.__doc__ or "").strip().split("\n")[0]
-        _MODEL_REGISTRY[name] = ModelEntry(name, cls, dict(presets or {"base": {}}), doc)
+        _MODEL_REGISTRY[name] = ModelEntry(name, cls, dict(presets or {"base": {}}), doc, check)
         return cls
 
     return decorator
@@ -51,6 +54,13 @@ def get_model_entry(name: str) -> ModelEntry:
     except (KeyError, TypeError):
         raise UnknownNameError(f"unknown model {name!r}{did_you_mean(name, list_models())}; known models: "
                                f"{', '.join(list_models())}") from None
+
+
+def check_model_features(name: str, preset: str, params: dict, features_type: str, features_params: dict) -> None:
+    """A model's own refusal of features it cannot take (most models take any), before a run reads files."""
+    entry = get_model_entry(name)
+    if entry.check is not None:
+        entry.check(features_type, features_params, {**entry.presets.get(preset, {}), **params})
 
 
 def build_model(name: str, n_classes: int, input_shape: tuple, preset: str = "base", **params) -> nn.Module:

@@ -25,6 +25,8 @@ def make_loss(cfg: TrainingConfig, targets, n_classes: int, device) -> FocalLoss
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainingConfig, targets=None) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    if hasattr(model, "param_groups") and cfg.optimizer != "lbfgs":  # e.g. pretrained layers slower than a new head
+        params = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in model.param_groups(cfg.lr)]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -64,7 +66,8 @@ class Schedule:
         if self.kind == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         elif self.kind == "onecycle":
-            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, epochs=epochs,
+            peaks = [g["lr"] for g in optimizer.param_groups]  # each group's own (a model may give several)
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, epochs=epochs,
                                                                  steps_per_epoch=max(1, steps_per_epoch))
         elif self.kind == "plateau":
             mode = METRIC_MODES[cfg.early_stopping.metric]

@@ -28,7 +28,7 @@ from ..evaluation.evaluate import write_predictions
 from ..evaluation.calibration import calibration_report
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.plots import plot_confusion, plot_curves
-from ..models import build_model, count_parameters
+from ..models import build_model, check_model_features, count_parameters
 from ..training.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from ..evaluation.predict import predict_logits
 from ..training.device import unwrap
@@ -104,6 +104,7 @@ def check_run_start(cfg: Config, run_dir: Path, resume: bool) -> None:
     """Refuse to start over a run (without ``--resume``) or to resume it with another config (naming the keys)."""
     check_data_root(cfg)  # before anything is written
     check_unlabelled(cfg)
+    check_model_features(cfg.model.name, cfg.model.preset, cfg.model.params, cfg.features.type, cfg.features.params)
     started = (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "metrics.json").exists()
     if started and not resume:
         raise UsageError(f"run directory {run_dir} already holds a run: pass --resume to continue it, "
