@@ -6,7 +6,8 @@ from emodet.core.errors import UsageError
 from conftest import REPO
 
 CONFIGS = ["fc_mfcc", "resnet_mfcc", "lstm_mfcc", "resnet_logmel", "cnn_logmel", "fc_compare", "linear_compare",
-           "linear_egemaps", "linear_emobase", "encoder_whisper_linear", "edge_student", "general"]
+           "linear_egemaps", "linear_emobase", "encoder_whisper_linear", "encoder_whisper_finetune", "edge_student",
+           "general"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -236,3 +236,95 @@ def test_the_general_recipe_from_two_corpora_to_one_new_recording(tmp_path):
                     tmp_path / "new", "--split", "all")
     assert evaluated.returncode == 0, evaluated.stderr
     assert (tmp_path / "runs" / "general" / "eval_new_all.json").is_file() and "24 recordings" in evaluated.stdout
+
+
+def test_fine_tuned_top_layers_start_as_the_encoder_and_refuse_other_features(tmp_path):
+    """encoder_top: at initialisation its frames are the encoder's next hidden state, exactly (a batch with
+    padding included); its pretrained layers train at their own learning rate; features it cannot continue,
+    other encoder families and impossible layer choices are refused with what to set."""
+    from emodet.config import load_config
+    from emodet.models import build_model, check_model_features
+    from emodet.training.optim import make_optimizer
+
+    tiny_checkpoint("whisper", tmp_path / "whisper")  # 2 layers, 32 dims
+    model = str(tmp_path / "whisper")
+    params = {"model": model, "layers": "all", "pooling": "none", "window_seconds": 3.0, "pad_to_window": False,
+              "trim_db": None, "dtype": "float32"}
+    states = [f.reshape(3, 32, -1) for f in (compute_feature("encoder", speech(s, seed), SR, params)
+                                             for s, seed in ((1.0, 0), (1.6, 1)))]
+    for from_layer, layers in ((0, 1), (0, 2), (1, 1)):  # the last choices end with the final layer norm
+        top = build_model("encoder_top", 4, (32, None), encoder=model, from_layer=from_layer, layers=layers).eval()
+        t = max(s.shape[-1] for s in states)
+        x = torch.zeros(2, 32, t)
+        for i, s in enumerate(states):
+            x[i, :, : s.shape[-1]] = torch.from_numpy(s[from_layer])
+        lengths = torch.tensor([s.shape[-1] for s in states])
+        with torch.no_grad():
+            frames, _ = top.frames(x, lengths)
+            logits = top(x, lengths)
+        for i, s in enumerate(states):
+            np.testing.assert_allclose(frames[i, : s.shape[-1]].numpy().T, s[from_layer + layers], atol=1e-4, rtol=1e-4)
+        assert logits.shape == (2, 4)
+    cfg = load_config(REPO / "configs" / "encoder_whisper_finetune.yaml")
+    optimizer = make_optimizer(top, cfg.training)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.001 * 0.05])
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(top.parameters()))
+    ok = {"model": model, "layers": [1], "pooling": "none"}
+    check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1}, "encoder", ok)
+    with pytest.raises(UsageError, match=r"needs features.type: encoder with params \{layers: \[1\], pooling: none\}"):
+        check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1}, "encoder",
+                             {**ok, "pooling": "meanstd"})
+    with pytest.raises(UsageError, match="got features.type 'logmel'"):
+        check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1}, "logmel", {})
+    with pytest.raises(UsageError, match="is not the features' encoder"):
+        check_model_features("encoder_top", "base", {"from_layer": 1}, "encoder", ok)
+    with pytest.raises(UsageError, match="from_layer 1 and layers 2.*at most 2"):
+        build_model("encoder_top", 4, (32, None), encoder=model, from_layer=1, layers=2)
+    with pytest.raises(UsageError, match="64 features a frame.*has 32"):
+        build_model("encoder_top", 4, (64, None), encoder=model, from_layer=1)
+    tiny_checkpoint("wav2vec2", tmp_path / "w2v")
+    with pytest.raises(UsageError, match="not a Whisper-family encoder.*layer_sum"):
+        build_model("encoder_top", 4, (32, None), encoder=str(tmp_path / "w2v"))
+
+
+@SLOW  # a training, an export with the encoder in the graph, the runtime (~30 s here)
+def test_a_fine_tuned_encoder_from_training_to_the_runtime(tmp_path, synth_corpus):
+    """The fine-tuning config on a tiny Whisper checkpoint: trains (the copied layer moves), exports with the
+    frozen encoder and the tuned layer in one graph, and the torch-free runtime answers one recording
+    with nothing of its speaker, as PyTorch does."""
+    from emodet.runtime import EmotionPredictor
+
+    tiny_checkpoint("whisper", tmp_path / "whisper")
+    model = tmp_path / "whisper"
+    train = cli("train", "--config", REPO / "configs" / "encoder_whisper_finetune.yaml", "--run-name", "ft",
+                "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "data.corpus=folder",
+                "--set", "data.split.test=1", "--set", f"features.params.model={model}",
+                "--set", "features.params.window_seconds=3", "--set", f"model.params.encoder={model}",
+                "--set", "model.params.from_layer=1", "--set", "features.params.layers=[1]",
+                "--set", f"features.cache_dir={tmp_path / 'cache'}", "--set", "training.epochs=2", "--no-progress")
+    assert train.returncode == 0, train.stderr
+    from emodet.training.checkpoint import load_checkpoint
+
+    tuned = load_checkpoint(tmp_path / "runs" / "ft" / "checkpoints" / "best.pt")["model"]
+    from emodet.features.encoders.backbones import build_backbone
+
+    pretrained = build_backbone(str(model), 3.0).encoder.layers[1].fc1.weight
+    assert not torch.allclose(tuned["layers.0.fc1.weight"], pretrained)  # the copied layer trained
+    export = cli("export", tmp_path / "runs" / "ft", "--out", tmp_path / "ft.onnx")
+    assert export.returncode == 0, export.stderr
+    pred = EmotionPredictor(tmp_path / "ft.onnx")
+    assert pred.needs == "nothing" and pred.with_features
+    assert "logit difference on real inputs" in export.stdout
+    from emodet.core.audio import load_audio
+    from emodet.runs import load_predictor, load_run
+
+    info, clip = load_run(tmp_path / "runs" / "ft"), sorted(synth_corpus.rglob("*.wav"))[0]
+    x = torch.from_numpy(compute_feature("encoder", load_audio(clip, SR), SR, info.feature_params))[None]
+    with torch.no_grad():
+        expected = torch.softmax(load_predictor(tmp_path / "runs" / "ft")(x, torch.tensor([x.shape[-1]])), 1)[0]
+    got = pred.predict(clip)
+    assert [got[label] for label in info.labels] == pytest.approx(expected.tolist(), abs=1e-4)
+    bad = cli("train", "--config", REPO / "configs" / "encoder_whisper_finetune.yaml", "--run-name", "bad",
+              "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "features.params.pooling=mean")
+    assert bad.returncode == 2 and "needs features.type: encoder" in bad.stderr
+    assert not (tmp_path / "runs" / "bad").exists()

@@ -84,6 +84,7 @@ class EncoderTop(nn.Module):
         return self.head(self.dropout(pool(h.transpose(1, 2), mask)))
 
     def param_groups(self, lr: float) -> list[dict]:
-        """The pretrained layers at ``encoder_lr_scale * lr``, the new head at ``lr``."""
+        """The new head at ``lr`` (first: the learning rate a run's history shows), the pretrained layers at
+        ``encoder_lr_scale * lr``."""
         pretrained = list(self.layers.parameters()) + list(self.final_norm.parameters())
-        return [{"params": pretrained, "lr": lr * self.encoder_lr_scale}, {"params": list(self.head.parameters()), "lr": lr}]
+        return [{"params": list(self.head.parameters()), "lr": lr}, {"params": pretrained, "lr": lr * self.encoder_lr_scale}]
