@@ -10,8 +10,10 @@ training.seed=N; ~trim drops leading and trailing silence before the features
 (features.params.trim_db=30); ~sp adds speed-perturbed copies of the training recordings
 (training.augment.speed=[0.9, 1.1]); for encoder configs, ~L2 keeps hidden state 2 alone
 (features.params.layers=[2]) and ~pad runs the encoder on recordings padded to its whole window
-(features.params.pad_to_window=true); ~nap0 turns NAP off (data.nap=0) and ~aug adds
-two augmented copies of each training recording (training.augment.waveform.copies=2).
+(features.params.pad_to_window=true); ~nap0 turns NAP off (data.nap=0), ~aug adds
+two augmented copies of each training recording (training.augment.waveform.copies=2) and ~babtr
+mixes their babble from the other training speakers' recordings instead of synthetic voices
+(training.augment.waveform.babble_from=training).
 --recipe NAME runs a named fusion's members and fuses them (equal-weight mean of probabilities); the recipes (RECIPES below):
 
     v2               fc_compare x 3 seeds + cnn_logmel x 2 seeds           EmoDB 0.871
@@ -63,7 +65,8 @@ CORPORA = {"emodb": REPO.parent / "shared" / "datasets" / "emodb",
 # A member's variants: overrides for that member alone (its run name gets _<variant>).
 VARIANTS = {"trim": ["features.params.trim_db=30"], "sp": ["training.augment.speed=[0.9, 1.1]"],
             "L2": ["features.params.layers=[2]"], "pad": ["features.params.pad_to_window=true"],
-            "nap0": ["data.nap=0"], "aug": ["training.augment.waveform.copies=2"]}
+            "nap0": ["data.nap=0"], "aug": ["training.augment.waveform.copies=2"],
+            "babtr": ["training.augment.waveform.babble_from=training"]}
 _FC3 = ["fc_compare", "fc_compare@1", "fc_compare@2"]
 _CNN2 = ["cnn_logmel", "cnn_logmel@1"]
 _FUNCTIONALS = [*_FC3, "linear_compare", "linear_egemaps", "linear_emobase"]

@@ -9,7 +9,8 @@ and degraded: telephone band; pink noise and babble (other training speakers' re
 0 dB SNR; reverberation in simulated rooms of RT60 0.3, 0.6 and 1.0 s; MP3 at 32 kb/s; Opus at 16 kb/s;
 -30 dB gain; clipping at 30% of the peak. Degradations are seeded (the same for every model). A config
 name takes bench/accuracy.py's variants, e.g. ~aug: training.augment.waveform.copies=2 (noise, rooms, codecs
-and gain on the training copies; never on the test recordings), ~nap0: data.nap=0. Pooled UAR of each condition and its drop from clean.
+and gain on the training copies; never on the test recordings), ~babtr: their babble from the fold's other
+training speakers (training.augment.waveform.babble_from=training), ~nap0: data.nap=0. Pooled UAR of each condition and its drop from clean.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from emodet.core.errors import UsageError
 from emodet.data import augment
 from emodet.data.augment import AugmentCopy, add_noise, clip, codec, coloured_noise, gain, reverberate
 
@@ -105,3 +106,49 @@ def test_a_copy_is_the_same_for_the_same_seed_copy_and_file():
     assert not np.allclose(a(x, SR, "/data/a.wav"), a(x, SR, "/data/b.wav"))
     assert not np.allclose(a(x, SR, "/data/a.wav"), AugmentCopy(spec, 0, seed=8)(x, SR, "/data/a.wav"))
     assert a.key() != AugmentCopy(spec, 1, seed=7).key()
+
+
+@pytest.mark.filterwarnings("ignore:the validation split is too small")
+def test_babble_from_training_speakers_never_holds_the_own_or_a_held_out_voice(tmp_path, synth_corpus):
+    """babble_from: training: a copy's babble is drawn from the run's training recordings of other speakers
+    (never the recording's own speaker, never a validation or test speaker), the same for the same seed; the
+    training set is in the cache key (each fold its own copies); the default keeps the synthetic voices and
+    the key it always had."""
+    from emodet.config import load_config
+    from emodet.data import augment
+    from emodet.data.prepare import prepare_data
+
+    sets = ["data.corpus=folder", "data.split.test=1", "data.split.val=0", "features.type=mfcc",
+            f"features.cache_dir={tmp_path / 'cache'}", "training.augment.waveform.copies=1",
+            "training.augment.waveform.noise=1", "training.augment.waveform.noise_kinds=[babble]",
+            "training.augment.waveform.reverb=0", "training.augment.waveform.codec=0", "training.augment.waveform.gain=0"]
+    synthetic = prepare_data(load_config(None, sets, data_root=str(synth_corpus)))
+    assert "talkers" not in synthetic.variant_caches["aug0"].augment.key() and \
+        "babble_from" not in synthetic.variant_caches["aug0"].augment.spec
+    data = prepare_data(load_config(None, [*sets, "training.augment.waveform.babble_from=training"],
+                                    data_root=str(synth_corpus)))
+    copy = data.variant_caches["aug0"].augment
+    speakers = {r["split"]: set() for r in data.rows}
+    for r in data.rows:
+        speakers[r["split"]].add(r["speaker"])
+    assert {s for _, s in copy.talkers} == speakers["train"] and copy.key()["talkers"]
+    by_path = dict(copy.talkers)
+    name = sorted(by_path)[0]
+    drawn = []
+    real = augment._voice
+    try:
+        augment._voice = lambda path, sr: drawn.append(path) or real(path, sr)
+        voices = copy.training_voices(SR, name, np.random.default_rng(0))
+    finally:
+        augment._voice = real
+    assert len(voices) == 8 and drawn and {by_path[p] for p in drawn}.isdisjoint({by_path[name]})
+    assert {by_path[p] for p in drawn} <= speakers["train"] - {by_path[name]}
+    x = voice()
+    np.testing.assert_array_equal(copy(x, SR, name), copy(x, SR, name))
+    other_fold = AugmentCopy(copy.spec, 0, copy.seed, copy.talkers[1:])
+    assert other_fold.key()["talkers"] != copy.key()["talkers"]
+    with pytest.raises(UsageError, match="babble from the other training speakers, and this run trains on 1"):
+        prepare_data(load_config(None, [*sets, "data.split.val=1", "training.augment.waveform.babble_from=training"],
+                                 data_root=str(synth_corpus)))
+    with pytest.raises(UsageError, match="babble_from must be one of synthetic, training"):
+        load_config(None, ["training.augment.waveform.babble_from=test"])

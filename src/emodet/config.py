@@ -98,6 +98,8 @@ class WaveformAugmentConfig(Section):
     snr_db: list = option([0, 20], list)
     noise_kinds: list = option(["white", "pink", "brown", "babble"], list)
     noise_dir: str | None = option(None, *OPT_STR)  # a folder of noise recordings (e.g. MUSAN)
+    # babble's voices: emodet's synthetic speakers, or the run's other training speakers' recordings
+    babble_from: str = option("synthetic", str, choices=("synthetic", "training"))
     reverb: float = option(0.5, *NUM)
     rt60: list = option([0.2, 1.0], list)
     rir_dir: str | None = option(None, *OPT_STR)  # a folder of room impulse responses

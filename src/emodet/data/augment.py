@@ -4,9 +4,10 @@ Each transform takes a mono float32 signal, its rate and a ``numpy.random.Genera
 signal of the same length, so one seed gives one result (training copies are seeded by run seed,
 copy number and file: reproducible, and a resumed run sees the same copies).
 
-- ``add_noise``: white, pink or brown noise, babble (several voices mixed: emodet's synthetic voices,
-  so no recording of a data set, test speakers' least of all, ends up in another's noise), or a
-  recording from a noise folder (MUSAN's babble and the like), at an exact signal-to-noise ratio.
+- ``add_noise``: white, pink or brown noise, babble (several voices mixed: by default emodet's synthetic
+  voices; with ``babble_from: training`` recordings of the run's other training speakers, never the
+  recording's own speaker and never a held-out one), or a recording from a noise folder (MUSAN's
+  babble and the like), at an exact signal-to-noise ratio.
 - ``reverberate``: a simulated room impulse response of a chosen RT60 (pyroomacoustics'
   image-source method in a random shoebox room whose walls give that RT60), or one from a folder.
 - ``codec``: telephone band (8 kHz, 300-3400 Hz, mu-law), MP3 or Opus at a bit rate, GSM 06.10.
@@ -18,7 +19,9 @@ copy number and file: reproducible, and a resumed run sees the same copies).
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,7 +172,8 @@ class Augmenter:
     """One training copy's chain, drawn from a ``training.augment.waveform`` spec (a dict) with ``rng``.
 
     Each transform is applied with its probability, in the order noise, reverberation, codec, gain/clip;
-    ``pool`` holds other training recordings for babble, ``noise_files`` / ``rir_files`` a user's folders.
+    ``pool`` holds babble's voices (or is a callable returning them), ``noise_files`` / ``rir_files`` a
+    user's folders.
     """
 
     spec: dict
@@ -190,8 +194,9 @@ class Augmenter:
             snr = float(rng.uniform(*s["snr_db"]))
             kinds = list(s["noise_kinds"]) + (["folder"] if self.noise_files else [])
             kind = kinds[int(rng.integers(len(kinds)))]
-            if kind == "babble" and len(self.pool) >= 3:
-                wav = add_noise(wav, sr, snr, rng, noise=babble(list(self.pool), len(wav), rng))
+            pool = self.pool() if callable(self.pool) else self.pool  # a callable loads its voices when needed
+            if kind == "babble" and len(pool) >= 3:
+                wav = add_noise(wav, sr, snr, rng, noise=babble(list(pool), len(wav), rng))
             elif kind == "folder":
                 wav = add_noise(wav, sr, snr, rng, noise=load_audio(self.noise_files[int(rng.integers(len(self.noise_files)))], sr))
             else:
@@ -222,17 +227,34 @@ class AugmentCopy:
     spec: dict
     copy: int
     seed: int
+    talkers: tuple = ()  # ((absolute path, speaker), ...): babble's voices when spec["babble_from"] is "training"
 
     def key(self) -> dict:
-        return {"spec": self.spec, "copy": self.copy, "seed": self.seed}
+        key = {"spec": self.spec, "copy": self.copy, "seed": self.seed}
+        if self.talkers:  # another training set, other babble: a cache entry of its own (e.g. each fold's)
+            listed = "\n".join(f"{path}\t{speaker}" for path, speaker in sorted(self.talkers))
+            key["talkers"] = hashlib.sha256(listed.encode("utf-8")).hexdigest()[:16]
+        return key
 
     def __call__(self, wav: np.ndarray, sr: int, name: str) -> np.ndarray:
-        import zlib
-
-        rng = np.random.default_rng([self.seed, self.copy, zlib.crc32(name.encode("utf-8"))])
-        augmenter = Augmenter(self.spec, synthetic_voices(sr), audio_files_in(self.spec.get("noise_dir")),
+        seed = [self.seed, self.copy, zlib.crc32(name.encode("utf-8"))]
+        voices = functools.partial(self.training_voices, sr, name, np.random.default_rng([*seed, 1])) \
+            if self.spec.get("babble_from") == "training" else synthetic_voices(sr)
+        augmenter = Augmenter(self.spec, voices, audio_files_in(self.spec.get("noise_dir")),
                               audio_files_in(self.spec.get("rir_dir")))
-        return augmenter(wav, sr, rng)
+        return augmenter(wav, sr, np.random.default_rng(seed))
+
+    def training_voices(self, sr: int, name: str, rng: np.random.Generator, n: int = 8) -> list[np.ndarray]:
+        """``n`` recordings of training speakers other than the speaker of ``name``, drawn with ``rng``."""
+        own = {speaker for path, speaker in self.talkers if path == name}
+        others = sorted(path for path, speaker in self.talkers if speaker not in own)
+        chosen = rng.choice(len(others), size=min(n, len(others)), replace=False) if others else []
+        return [_voice(others[i], sr) for i in chosen]
+
+
+@functools.lru_cache(maxsize=256)
+def _voice(path: str, sr: int) -> np.ndarray:
+    return load_audio(path, sr)
 
 
 @functools.lru_cache(maxsize=2)

@@ -151,8 +151,16 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
     variants = {f"speed{f:g}": new_cache(speed=f) for f in cfg.training.augment.speed}
     waveform = cfg.training.augment.waveform
     if waveform.copies:
-        spec = waveform.to_dict()
-        variants.update({f"aug{k}": new_cache(augment=AugmentCopy(spec, k, cfg.training.seed))
+        spec, talkers = waveform.to_dict(), ()
+        if spec.pop("babble_from") == "training":  # (absent from the key otherwise: earlier caches stay valid)
+            spec["babble_from"] = "training"
+            talkers = tuple(sorted((str(Path(*locate(r["path"], root, manifest_path)).resolve()), r["speaker"])
+                                   for r in train))  # named as the cache names the file it augments
+            if len({speaker for _, speaker in talkers}) < 2:
+                raise UsageError("training.augment.waveform.babble_from: training mixes babble from the other training "
+                                 f"speakers, and this run trains on {len({s for _, s in talkers})}; use babble_from: "
+                                 "synthetic, or train on more speakers")
+        variants.update({f"aug{k}": new_cache(augment=AugmentCopy(spec, k, cfg.training.seed, talkers))
                          for k in range(waveform.copies)})
     augmented = []
     for name, variant in variants.items():  # training recordings only; each copy a normalisation group of its own
