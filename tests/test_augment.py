@@ -123,31 +123,41 @@ def test_babble_from_training_speakers_never_holds_the_own_or_a_held_out_voice(t
             "training.augment.waveform.noise=1", "training.augment.waveform.noise_kinds=[babble]",
             "training.augment.waveform.reverb=0", "training.augment.waveform.codec=0", "training.augment.waveform.gain=0"]
     synthetic = prepare_data(load_config(None, sets, data_root=str(synth_corpus)))
-    assert "talkers" not in synthetic.variant_caches["aug0"].augment.key() and \
-        "babble_from" not in synthetic.variant_caches["aug0"].augment.spec
+    assert "talkers" not in synthetic.variant_caches["aug0"].augment.key()
+    assert "babble_from" not in synthetic.variant_caches["aug0"].augment.key()["spec"]
     data = prepare_data(load_config(None, [*sets, "training.augment.waveform.babble_from=training"],
                                     data_root=str(synth_corpus)))
     copy = data.variant_caches["aug0"].augment
     speakers = {r["split"]: set() for r in data.rows}
     for r in data.rows:
         speakers[r["split"]].add(r["speaker"])
-    assert {s for _, s in copy.talkers} == speakers["train"] and copy.key()["talkers"]
-    by_path = dict(copy.talkers)
+    assert {t[1] for t in copy.talkers} == speakers["train"] and copy.key()["talkers"]
+    by_path = {path: speaker for path, speaker, _ in copy.talkers}
     name = sorted(by_path)[0]
     drawn = []
     real = augment._voice
+    x = voice()
     try:
         augment._voice = lambda path, sr: drawn.append(path) or real(path, sr)
         voices = copy.training_voices(SR, name, np.random.default_rng(0))
+        assert len(voices) == 8 and drawn and {by_path[p] for p in drawn}.isdisjoint({by_path[name]})
+        assert {by_path[p] for p in drawn} <= speakers["train"] - {by_path[name]}
+        drawn.clear()
+        mixed = copy(x, SR, name)  # noise 1, babble only: its voices are loaded
+        assert drawn and {by_path[p] for p in drawn}.isdisjoint({by_path[name]})
     finally:
         augment._voice = real
-    assert len(voices) == 8 and drawn and {by_path[p] for p in drawn}.isdisjoint({by_path[name]})
-    assert {by_path[p] for p in drawn} <= speakers["train"] - {by_path[name]}
-    x = voice()
-    np.testing.assert_array_equal(copy(x, SR, name), copy(x, SR, name))
+    np.testing.assert_array_equal(mixed, copy(x, SR, name))
+    synthetic_copy = AugmentCopy({**copy.spec, "babble_from": "synthetic"}, 0, copy.seed)
+    assert not np.allclose(mixed, synthetic_copy(x, SR, name))
+    assert synthetic_copy.key() == synthetic.variant_caches["aug0"].augment.key()  # the key it had before the option
     other_fold = AugmentCopy(copy.spec, 0, copy.seed, copy.talkers[1:])
     assert other_fold.key()["talkers"] != copy.key()["talkers"]
-    with pytest.raises(UsageError, match="babble from the other training speakers, and this run trains on 1"):
+    with pytest.raises(UsageError, match="needs the run's training recordings"):
+        AugmentCopy(copy.spec, 0, copy.seed)
+    with pytest.raises(UsageError, match="changes babble only, and noise kinds hold no babble"):
+        load_config(None, ["training.augment.waveform.babble_from=training", "training.augment.waveform.noise_kinds=[pink]"])
+    with pytest.raises(UsageError, match="other training speakers, and this run's 1 training speaker.s. leave 0"):
         prepare_data(load_config(None, [*sets, "data.split.val=1", "training.augment.waveform.babble_from=training"],
                                  data_root=str(synth_corpus)))
     with pytest.raises(UsageError, match="babble_from must be one of synthetic, training"):

@@ -278,13 +278,33 @@ def test_fine_tuned_top_layers_start_as_the_encoder_and_refuse_other_features(tm
         check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1}, "logmel", {})
     with pytest.raises(UsageError, match="is not the features' encoder"):
         check_model_features("encoder_top", "base", {"from_layer": 1}, "encoder", ok)
+    with pytest.raises(UsageError, match=r"got layers \[1\] and pooling 'meanstd'"):  # the feature's defaults filled
+        check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1}, "encoder",
+                             {"model": model, "layers": [1]})
+    with pytest.raises(UsageError, match="from_layer 1 and layers 2.*at most 2"):
+        check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1, "layers": 2}, "encoder", ok)
     with pytest.raises(UsageError, match="from_layer 1 and layers 2.*at most 2"):
         build_model("encoder_top", 4, (32, None), encoder=model, from_layer=1, layers=2)
     with pytest.raises(UsageError, match="64 features a frame.*has 32"):
         build_model("encoder_top", 4, (64, None), encoder=model, from_layer=1)
     tiny_checkpoint("wav2vec2", tmp_path / "w2v")
+    w2v = str(tmp_path / "w2v")
+    with pytest.raises(UsageError, match="is a wav2vec2 model.*layer_sum"):
+        check_model_features("encoder_top", "base", {"encoder": w2v, "from_layer": 1}, "encoder", {**ok, "model": w2v})
     with pytest.raises(UsageError, match="not a Whisper-family encoder.*layer_sum"):
-        build_model("encoder_top", 4, (32, None), encoder=str(tmp_path / "w2v"))
+        build_model("encoder_top", 4, (32, None), encoder=w2v)
+
+
+def test_whisper_layers_run_in_half_precision():
+    """Masked attention fills with the dtype's own minimum (-1e9 overflows float16): a half-precision layer
+    (GPU autocast, encoder features with dtype float16) gives the float32 layer's output within fp16 rounding."""
+    from emodet.features.encoders.whisper import WhisperLayer
+
+    torch.manual_seed(0)
+    layer = WhisperLayer(32, 4, 64)
+    x, mask = torch.randn(2, 10, 32), torch.arange(10)[None, :] < torch.tensor([[10], [6]])
+    half = layer.half()(x.half(), mask).float()
+    torch.testing.assert_close(half, layer.float()(x, mask), atol=2e-2, rtol=2e-2)
 
 
 @SLOW  # a training, an export with the encoder in the graph, the runtime (~30 s here)

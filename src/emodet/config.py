@@ -219,6 +219,10 @@ def check_waveform_augment(w: WaveformAugmentConfig) -> None:
         pair = getattr(w, key)
         if len(pair) != 2 or not all(isinstance(v, (int, float)) for v in pair) or not low <= pair[0] <= pair[1]:
             raise UsageError(f"{where}.{key} must be [low, high] with {low} <= low <= high, got {pair}")
+    if w.babble_from == "training" and (w.noise == 0 or "babble" not in w.noise_kinds):
+        raise UsageError(f"{where}.babble_from: training changes babble only, and noise "
+                         f"{'is 0' if w.noise == 0 else 'kinds hold no babble'}: add babble to noise_kinds and a noise "
+                         "probability above 0, or leave babble_from: synthetic")
     unknown = [k for k in w.noise_kinds if k not in NOISE_KINDS]
     if unknown or not w.noise_kinds:
         raise UsageError(f"{where}.noise_kinds: {unknown[0] if unknown else 'empty'!r}; valid kinds: "

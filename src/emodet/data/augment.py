@@ -194,7 +194,7 @@ class Augmenter:
             snr = float(rng.uniform(*s["snr_db"]))
             kinds = list(s["noise_kinds"]) + (["folder"] if self.noise_files else [])
             kind = kinds[int(rng.integers(len(kinds)))]
-            pool = self.pool() if callable(self.pool) else self.pool  # a callable loads its voices when needed
+            pool = (self.pool() if callable(self.pool) else self.pool) if kind == "babble" else ()  # loaded if needed
             if kind == "babble" and len(pool) >= 3:
                 wav = add_noise(wav, sr, snr, rng, noise=babble(list(pool), len(wav), rng))
             elif kind == "folder":
@@ -222,17 +222,25 @@ def audio_files_in(folder: str | None) -> tuple:
 class AugmentCopy:
     """Training copy number ``copy`` of every recording under ``spec``: what a feature cache of augmented
     features needs (its key, and the transform of each file, seeded by run seed, copy and file). The same
-    copy of a file is the same in every fold of a cross-validation, so folds share the cache."""
+    copy of a file is the same in every fold of a cross-validation, so folds share the cache; with
+    ``babble_from: training`` the babble comes from the fold's own training speakers (``talkers``), so each
+    training set has copies of its own."""
 
     spec: dict
     copy: int
     seed: int
-    talkers: tuple = ()  # ((absolute path, speaker), ...): babble's voices when spec["babble_from"] is "training"
+    talkers: tuple = ()  # ((absolute path, speaker, file signature), ...): babble's voices with babble_from training
+
+    def __post_init__(self):
+        if self.spec.get("babble_from") == "training" and not self.talkers:
+            raise UsageError("training.augment.waveform.babble_from: training needs the run's training recordings "
+                             "(AugmentCopy(..., talkers=...), as emodet.data.prepare gives them)")
 
     def key(self) -> dict:
-        key = {"spec": self.spec, "copy": self.copy, "seed": self.seed}
-        if self.talkers:  # another training set, other babble: a cache entry of its own (e.g. each fold's)
-            listed = "\n".join(f"{path}\t{speaker}" for path, speaker in sorted(self.talkers))
+        spec = {k: v for k, v in self.spec.items() if (k, v) != ("babble_from", "synthetic")}  # keys as before it
+        key = {"spec": spec, "copy": self.copy, "seed": self.seed}
+        if self.talkers:  # another training set (or a changed file), other babble: a cache entry of its own
+            listed = "\n".join("\t".join(t) for t in sorted(self.talkers))
             key["talkers"] = hashlib.sha256(listed.encode("utf-8")).hexdigest()[:16]
         return key
 
@@ -246,8 +254,8 @@ class AugmentCopy:
 
     def training_voices(self, sr: int, name: str, rng: np.random.Generator, n: int = 8) -> list[np.ndarray]:
         """``n`` recordings of training speakers other than the speaker of ``name``, drawn with ``rng``."""
-        own = {speaker for path, speaker in self.talkers if path == name}
-        others = sorted(path for path, speaker in self.talkers if speaker not in own)
+        own = {speaker for path, speaker, _ in self.talkers if path == name}
+        others = sorted(path for path, speaker, _ in self.talkers if speaker not in own)
         chosen = rng.choice(len(others), size=min(n, len(others)), replace=False) if others else []
         return [_voice(others[i], sr) for i in chosen]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 
+from ..core.errors import UsageError
+
 
 class DataWarning(UserWarning):
     """Data that trains, but not as a user would expect (a class one speaker shows, a tiny validation split)."""
@@ -37,3 +39,19 @@ def warn_about_data(rows: list[dict], labels: list[str], selects_on_val: bool) -
     for message in messages:
         warnings.warn(message, DataWarning, stacklevel=2)
     return messages
+
+
+def check_babble_pool(waveform, rows: list[dict]) -> None:
+    """``training.augment.waveform`` (``waveform``) with ``babble_from: training`` needs, for every training
+    speaker, 3 recordings of other training speakers (``UsageError`` otherwise)."""
+    if waveform.babble_from != "training" or not waveform.copies:
+        return
+    per_speaker = defaultdict(int)
+    for r in rows:
+        if r.get("split") == "train":
+            per_speaker[r["speaker"]] += 1
+    fewest = min((sum(per_speaker.values()) - n for n in per_speaker.values()), default=0)
+    if fewest < 3:
+        raise UsageError(f"training.augment.waveform.babble_from: training mixes babble from 3-6 recordings of the "
+                         f"other training speakers, and this run's {len(per_speaker)} training speaker(s) leave "
+                         f"{fewest} for one of them; use babble_from: synthetic, or train on more speakers")

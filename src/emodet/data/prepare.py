@@ -20,7 +20,7 @@ from ..core.io import atomic_write_csv
 from ..features import load_plugins
 from .augment import AugmentCopy
 from .cache import FeatureCache, file_signature
-from .checks import warn_about_data
+from .checks import check_babble_pool, warn_about_data
 from .corpora import CORPUS_NAMES, prepare_corpus
 from .dataset import locate, row_cache
 from .labels import CANONICAL_LABELS, load_label_map
@@ -143,6 +143,7 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
         f = cfg.features
         return FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate, speed=speed, augment=augment)
 
+    check_babble_pool(cfg.training.augment.waveform, rows)  # before the (maybe long) feature pass
     cache = new_cache()
     rows, skipped = build_features(cache, rows, root, manifest_path, cfg.features.plugins, progress)
     for s in skipped:
@@ -152,14 +153,9 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
     waveform = cfg.training.augment.waveform
     if waveform.copies:
         spec, talkers = waveform.to_dict(), ()
-        if spec.pop("babble_from") == "training":  # (absent from the key otherwise: earlier caches stay valid)
-            spec["babble_from"] = "training"
-            talkers = tuple(sorted((str(Path(*locate(r["path"], root, manifest_path)).resolve()), r["speaker"])
-                                   for r in train))  # named as the cache names the file it augments
-            if len({speaker for _, speaker in talkers}) < 2:
-                raise UsageError("training.augment.waveform.babble_from: training mixes babble from the other training "
-                                 f"speakers, and this run trains on {len({s for _, s in talkers})}; use babble_from: "
-                                 "synthetic, or train on more speakers")
+        if waveform.babble_from == "training":  # named as the cache names the file it augments
+            paths = [Path(*locate(r["path"], root, manifest_path)).resolve() for r in train]
+            talkers = tuple(sorted((str(p), r["speaker"], file_signature(p)) for p, r in zip(paths, train)))
         variants.update({f"aug{k}": new_cache(augment=AugmentCopy(spec, k, cfg.training.seed, talkers))
                          for k in range(waveform.copies)})
     augmented = []

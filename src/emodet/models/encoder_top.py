@@ -10,7 +10,9 @@ layers at ``encoder_lr_scale`` times the head's learning rate (``training.lr``).
 
 Whisper-family encoders (the offline ``smart-turn-v3.2`` and transformers Whisper checkpoints). The
 exported graph runs the frozen encoder (the features) and then these layers, so the runtime needs
-nothing else.
+nothing else. A recording longer than ``window_seconds`` (8 s) is encoded in windows: in training the
+copied layers attend over the joined windows' frames, while the runtime predicts each window and
+averages the probabilities (as for every encoder model).
 """
 
 from __future__ import annotations
@@ -26,19 +28,32 @@ from .registry import register_model
 
 
 def check_features(features_type: str, features_params: dict, model_params: dict) -> None:
-    """Refuse a feature that is not the hidden state these layers continue, before any file is read."""
-    from_layer = int(model_params.get("from_layer", 2))
+    """Refuse, before any file is read, a feature that is not the hidden state these layers continue, an
+    encoder that is not a Whisper one, and layers the encoder does not have."""
+    from ..features.encoders.backbones import model_info
+    from ..features.encoders.feature import ENCODER_DEFAULTS
+
+    params = {**ENCODER_DEFAULTS, **features_params}
+    from_layer, layers = int(model_params.get("from_layer", 2)), int(model_params.get("layers", 1))
     want = f"features.type: encoder with params {{layers: [{from_layer}], pooling: none}}"
     if features_type != "encoder":
         raise UsageError(f"model encoder_top continues a pretrained encoder's layers: it needs {want}, "
                          f"got features.type {features_type!r}")
-    layers = features_params.get("layers")
-    if features_params.get("pooling") != "none" or layers not in ([from_layer], from_layer):
+    if params["pooling"] != "none" or params["layers"] not in ([from_layer], from_layer):
         raise UsageError(f"model encoder_top (model.params.from_layer {from_layer}) needs {want}, got layers "
-                         f"{layers!r} and pooling {features_params.get('pooling')!r}")
-    if model_params.get("encoder", "smart-turn-v3.2") != features_params.get("model"):
-        raise UsageError(f"model encoder_top's encoder {model_params.get('encoder', 'smart-turn-v3.2')!r} is not the "
-                         f"features' encoder {features_params.get('model')!r}: set model.params.encoder to the same")
+                         f"{params['layers']!r} and pooling {params['pooling']!r}")
+    encoder = model_params.get("encoder", "smart-turn-v3.2")
+    if encoder != params["model"]:
+        raise UsageError(f"model encoder_top's encoder {encoder!r} is not the features' encoder {params['model']!r}: "
+                         "set model.params.encoder to the same")
+    info = model_info(str(encoder))
+    if info["family"] != "whisper":
+        raise UsageError(f"model encoder_top fine-tunes Whisper encoder layers; {encoder!r} is a {info['family']} "
+                         "model (use model layer_sum over its pooled or frame-level states)")
+    if not 0 <= from_layer < info["layers"] or not 1 <= layers <= info["layers"] - from_layer:
+        raise UsageError(f"model encoder_top: from_layer {from_layer} and layers {layers}, but encoder {encoder!r} has "
+                         f"layers 1 to {info['layers']} above its input embedding (state 0); from_layer + layers is at "
+                         f"most {info['layers']}")
 
 
 @register_model("encoder_top", presets={"base": {}, "tiny": {}}, check=check_features)

@@ -85,6 +85,10 @@ def check_params(params: dict) -> None:
     if params["pad_to_window"] not in (True, False) or (params["pad_to_window"] and info["family"] != "whisper"):
         raise UsageError(f"feature parameter 'pad_to_window' must be true or false (true for Whisper models only), "
                          f"got {params['pad_to_window']!r} for a {info['family']} model")
+    if params["pad_to_window"] and params["pooling"] == "none":
+        raise UsageError("feature parameter 'pad_to_window': true pools the recording's own frames inside a padded "
+                         "window; it does not keep frames (pooling: none): set pooling meanstd or mean, or "
+                         "pad_to_window: false")
     if info["max_seconds"] and seconds > info["max_seconds"]:
         raise UsageError(f"feature parameter 'window_seconds' {seconds} is longer than encoder {params['model']!r} "
                          f"sees at once ({info['max_seconds']:g} s); give at most that")

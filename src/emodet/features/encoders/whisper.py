@@ -83,7 +83,7 @@ class WhisperAttention(nn.Module):
         q, k, v = (p(x).reshape(b, t, self.heads, self.head_dim).transpose(1, 2)
                    for p in (self.q_proj, self.k_proj, self.v_proj))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        scores = scores.masked_fill(~key_mask[:, None, None, :], -1e9)
+        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)  # fp16 too
         out = torch.matmul(torch.softmax(scores, dim=-1), v)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
