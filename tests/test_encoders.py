@@ -96,10 +96,13 @@ def test_encoder_feature_views_batches_and_the_cache(tmp_path):
     assert full.shape == (5 * 2 * 384, 1)
     layer2 = compute_feature("encoder", x, SR, {"layers": [2]})
     np.testing.assert_array_equal(layer2[:, 0], full.reshape(5, -1)[2])
-    alone = [compute_feature("encoder", w, SR, {}) for w in (x, y)]
-    batched = compute_batch([x, y], SR, dict(ENCODER_DEFAULTS))
-    for a, b in zip(alone, batched):
+    odd = speech(1.61, 2)[:16000 + 9 * 160 + 37]  # 1.09 s: an odd number of mel frames, shorter than the others
+    alone = [compute_feature("encoder", w, SR, {}) for w in (x, y, odd)]
+    batched = compute_batch([x, y, odd], SR, dict(ENCODER_DEFAULTS))
+    for a, b in zip(alone, batched):  # the same states alone as padded in a batch (odd lengths too)
         np.testing.assert_allclose(a, b, atol=1e-4)
+    frames = compute_batch([odd, y], SR, {**ENCODER_DEFAULTS, "pooling": "none"})[0]
+    np.testing.assert_allclose(frames, compute_feature("encoder", odd, SR, {"pooling": "none"}), atol=1e-4)
     long = np.tile(y, 4)  # 10 s: two windows of 5 s, their states pooled together
     assert compute_feature("encoder", long, SR, {"window_seconds": 8.0}).shape == full.shape
     with pytest.raises(UsageError, match="'layers': 7 is not a hidden state"):
@@ -285,6 +288,16 @@ def test_fine_tuned_top_layers_start_as_the_encoder_and_refuse_other_features(tm
         check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1, "layers": 2}, "encoder", ok)
     with pytest.raises(UsageError, match="from_layer 1 and layers 2.*at most 2"):
         build_model("encoder_top", 4, (32, None), encoder=model, from_layer=1, layers=2)
+    check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1}, "encoder", {**ok, "layers": [-2]})
+    for bad, match in (({"layers": 0}, "layers 0: fine-tune at least 1 layer"),
+                       ({"from_layer": 2}, "from_layer from 0 to 1")):
+        with pytest.raises(UsageError, match=match):
+            check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1, **bad}, "encoder", ok)
+    with pytest.raises(UsageError, match="set features.params.pad_to_window: false"):
+        check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1}, "encoder",
+                             {**ok, "pad_to_window": True})
+    with pytest.raises(UsageError, match="encoder_lr_scale -1: a factor of the head's learning rate, 0 or more"):
+        build_model("encoder_top", 4, (32, None), encoder=model, from_layer=1, encoder_lr_scale=-1)
     with pytest.raises(UsageError, match="64 features a frame.*has 32"):
         build_model("encoder_top", 4, (64, None), encoder=model, from_layer=1)
     tiny_checkpoint("wav2vec2", tmp_path / "w2v")

@@ -24,7 +24,8 @@ def add_export(sub) -> None:
     p.add_argument("--out", required=True, metavar="FILE.onnx", help="ONNX file to write")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
     p.add_argument("--with-features", action="store_true",
-                   help="put the log-mel/MFCC front end inside the graph: the model takes raw 16 kHz samples")
+                   help="put the feature front end inside the graph (log-mel, MFCC, or a pretrained encoder; "
+                        "encoder models always have it): the model takes raw 16 kHz samples")
     p.add_argument("--quantize", choices=("int8",), help="also write an int8 model (<out>.int8.onnx)")
     p.set_defaults(func=cmd_export)
 

@@ -31,7 +31,7 @@ def check_features(features_type: str, features_params: dict, model_params: dict
     """Refuse, before any file is read, a feature that is not the hidden state these layers continue, an
     encoder that is not a Whisper one, and layers the encoder does not have."""
     from ..features.encoders.backbones import model_info
-    from ..features.encoders.feature import ENCODER_DEFAULTS
+    from ..features.encoders.feature import ENCODER_DEFAULTS, layer_indices
 
     params = {**ENCODER_DEFAULTS, **features_params}
     from_layer, layers = int(model_params.get("from_layer", 2)), int(model_params.get("layers", 1))
@@ -39,9 +39,6 @@ def check_features(features_type: str, features_params: dict, model_params: dict
     if features_type != "encoder":
         raise UsageError(f"model encoder_top continues a pretrained encoder's layers: it needs {want}, "
                          f"got features.type {features_type!r}")
-    if params["pooling"] != "none" or params["layers"] not in ([from_layer], from_layer):
-        raise UsageError(f"model encoder_top (model.params.from_layer {from_layer}) needs {want}, got layers "
-                         f"{params['layers']!r} and pooling {params['pooling']!r}")
     encoder = model_params.get("encoder", "smart-turn-v3.2")
     if encoder != params["model"]:
         raise UsageError(f"model encoder_top's encoder {encoder!r} is not the features' encoder {params['model']!r}: "
@@ -50,10 +47,22 @@ def check_features(features_type: str, features_params: dict, model_params: dict
     if info["family"] != "whisper":
         raise UsageError(f"model encoder_top fine-tunes Whisper encoder layers; {encoder!r} is a {info['family']} "
                          "model (use model layer_sum over its pooled or frame-level states)")
-    if not 0 <= from_layer < info["layers"] or not 1 <= layers <= info["layers"] - from_layer:
+    check_layers(from_layer, layers, info["layers"], encoder)
+    chosen = layer_indices(params, info["layers"] + 1) if params["layers"] != "all" else None
+    if params["pooling"] != "none" or chosen != [from_layer]:
+        raise UsageError(f"model encoder_top (model.params.from_layer {from_layer}) needs {want}, got layers "
+                         f"{params['layers']!r} and pooling {params['pooling']!r}")
+    if params["pad_to_window"]:
+        raise UsageError("model encoder_top needs the recording's own frames: set features.params.pad_to_window: false")
+
+
+def check_layers(from_layer: int, layers: int, n_layers: int, encoder: str) -> None:
+    if layers < 1:
+        raise UsageError(f"model encoder_top: layers {layers}: fine-tune at least 1 layer")
+    if not 0 <= from_layer < n_layers or from_layer + layers > n_layers:
         raise UsageError(f"model encoder_top: from_layer {from_layer} and layers {layers}, but encoder {encoder!r} has "
-                         f"layers 1 to {info['layers']} above its input embedding (state 0); from_layer + layers is at "
-                         f"most {info['layers']}")
+                         f"layers 1 to {n_layers} above its input embedding (state 0): from_layer from 0 to "
+                         f"{n_layers - 1}, and from_layer + layers at most {n_layers}")
 
 
 @register_model("encoder_top", presets={"base": {}, "tiny": {}}, check=check_features)
@@ -71,9 +80,10 @@ class EncoderTop(nn.Module):
             raise ValueError(f"encoder {encoder!r} is not a Whisper-family encoder; encoder_top fine-tunes Whisper "
                              "layers (for other families use model layer_sum over pooled or frame-level states)")
         n_layers, width = len(source.layers), source.layer_norm.normalized_shape[0]
-        if not 0 <= from_layer < n_layers or not 1 <= layers <= n_layers - from_layer:
-            raise ValueError(f"from_layer {from_layer} and layers {layers}: encoder {encoder!r} has layers 1 to "
-                             f"{n_layers} above its input embedding (state 0); from_layer + layers is at most {n_layers}")
+        check_layers(from_layer, layers, n_layers, str(encoder))
+        if not encoder_lr_scale >= 0:
+            raise ValueError(f"encoder_lr_scale {encoder_lr_scale}: a factor of the head's learning rate, 0 or more "
+                             "(0 keeps the pretrained layers frozen)")
         if n_features != width:
             raise ValueError(f"{n_features} features a frame, but encoder {encoder!r} has {width}: feed it one hidden "
                              f"state (features.params.layers: [{from_layer}], pooling: none)")

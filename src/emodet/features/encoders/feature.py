@@ -124,10 +124,12 @@ def view(features: np.ndarray, params: dict) -> np.ndarray:
 
 
 def identity(params: dict) -> dict:
-    """The model's content hash: two checkpoints of one name never share cache entries."""
+    """The model's content hash: two checkpoints of one name never share cache entries; for Whisper models
+    also the version of emodet's encoder code (2: states no longer depend on the batch an item is in)."""
     from .backbones import model_info
 
-    return {"model_hash": model_info(str(params["model"]))["hash"]}
+    info = model_info(str(params["model"]))
+    return {"model_hash": info["hash"], **({"whisper_code": 2} if info["family"] == "whisper" else {})}
 
 
 _LOCK = threading.Lock()

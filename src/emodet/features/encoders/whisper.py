@@ -121,6 +121,9 @@ class WhisperEncoder(nn.Module):
 
     def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = nn.functional.gelu(self.conv1(mel))
+        # a batch's frames past an item's end are gelu(bias), not the zeros the item alone is padded with: zeroed,
+        # or conv2's last frame of an odd-length item reads one of them (and attention spreads it to every frame)
+        h = h * (torch.arange(h.shape[-1], device=h.device)[None, :] < frames[:, None])[:, None, :]
         h = nn.functional.gelu(self.conv2(h)).transpose(1, 2)  # (B, T', d)
         lengths = torch.div(frames + 1, 2, rounding_mode="floor")
         mask = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
