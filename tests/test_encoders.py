@@ -293,6 +293,8 @@ def test_fine_tuned_top_layers_start_as_the_encoder_and_refuse_other_features(tm
                        ({"from_layer": 2}, "from_layer from 0 to 1")):
         with pytest.raises(UsageError, match=match):
             check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1, **bad}, "encoder", ok)
+    with pytest.raises(UsageError, match="model.params.from_layer of encoder_top must be a whole number, got 'x'"):
+        check_model_features("encoder_top", "base", {"encoder": model, "from_layer": "x"}, "encoder", ok)
     with pytest.raises(UsageError, match="set features.params.pad_to_window: false"):
         check_model_features("encoder_top", "base", {"encoder": model, "from_layer": 1}, "encoder",
                              {**ok, "pad_to_window": True})

@@ -34,7 +34,10 @@ def check_features(features_type: str, features_params: dict, model_params: dict
     from ..features.encoders.feature import ENCODER_DEFAULTS, layer_indices
 
     params = {**ENCODER_DEFAULTS, **features_params}
-    from_layer, layers = int(model_params.get("from_layer", 2)), int(model_params.get("layers", 1))
+    from_layer, layers = model_params.get("from_layer", 2), model_params.get("layers", 1)
+    for key, value in (("from_layer", from_layer), ("layers", layers)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"model.params.{key} of encoder_top must be a whole number, got {value!r}")
     want = f"features.type: encoder with params {{layers: [{from_layer}], pooling: none}}"
     if features_type != "encoder":
         raise UsageError(f"model encoder_top continues a pretrained encoder's layers: it needs {want}, "
