@@ -153,8 +153,8 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
     waveform = cfg.training.augment.waveform
     if waveform.copies:
         spec, talkers = waveform.to_dict(), ()
-        if waveform.babble_from == "training":  # named as the cache names the file it augments
-            paths = [Path(*locate(r["path"], root, manifest_path)).resolve() for r in train]
+        if waveform.babble_from == "training":  # resolved, as the cache names the file it augments
+            paths = [resolve_path(r["path"], root, manifest_path).resolve() for r in train]
             talkers = tuple(sorted((str(p), r["speaker"], file_signature(p)) for p, r in zip(paths, train)))
         variants.update({f"aug{k}": new_cache(augment=AugmentCopy(spec, k, cfg.training.seed, talkers))
                          for k in range(waveform.copies)})

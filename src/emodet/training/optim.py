@@ -25,10 +25,11 @@ def make_loss(cfg: TrainingConfig, targets, n_classes: int, device) -> FocalLoss
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainingConfig, targets=None) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
     inner = unwrap(model)
     if hasattr(inner, "param_groups") and cfg.optimizer != "lbfgs":  # e.g. pretrained layers slower than a new head
         params = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in inner.param_groups(cfg.lr)]
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
