@@ -7,7 +7,8 @@ Each config is cross-validated leave-one-speaker-out as bench/accuracy.py runs i
 so finished folds are reused); every fold's model then predicts its held-out speaker's recordings clean
 and degraded: telephone band; pink noise and babble (other training speakers' recordings) at 20, 10 and
 0 dB SNR; reverberation in simulated rooms of RT60 0.3, 0.6 and 1.0 s; MP3 at 32 kb/s; Opus at 16 kb/s;
--30 dB gain; clipping at 30% of the peak. Degradations are seeded (the same for every model). A config
+-30 dB gain; clipping at 30% of the peak; and babble of voices neither trained on nor tested ("babble
+unheard": 48 recordings of another corpus, by default nEMO's Polish speakers, --unheard-babble DIR). Degradations are seeded (the same for every model). A config
 name takes bench/accuracy.py's variants, e.g. ~aug: training.augment.waveform.copies=2 (noise, rooms, codecs
 and gain on the training copies; never on the test recordings), ~babtr: their babble from the fold's other
 training speakers (training.augment.waveform.babble_from=training), ~nap0: data.nap=0. Pooled UAR of each condition and its drop from clean.
@@ -37,6 +38,16 @@ from accuracy import CORPORA  # noqa: E402  (the accuracy bench's corpora and ru
 SR = 16000
 CONDITIONS = ["clean", "telephone", *(f"pink {s} dB" for s in (20, 10, 0)), *(f"babble {s} dB" for s in (20, 10, 0)),
               *(f"reverb RT60 {t} s" for t in (0.3, 0.6, 1.0)), "MP3 32 kb/s", "Opus 16 kb/s", "gain -30 dB", "clipping 30%"]
+UNHEARD = [f"babble unheard {s} dB" for s in (20, 10, 0)]  # voices of another corpus (--unheard-babble)
+_UNHEARD_POOL: list[np.ndarray] = []
+
+
+def unheard_pool(folder: Path, count: int = 48) -> list[np.ndarray]:
+    """``count`` recordings spread evenly over ``folder``'s sorted audio files (voices of another corpus)."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+    if len(files) < 6:
+        raise EmodetError(f"--unheard-babble {folder}: {len(files)} .wav/.flac files; babble needs at least 6")
+    return [load_audio(files[i], SR) for i in np.linspace(0, len(files) - 1, min(count, len(files))).astype(int)]
 
 
 def degrade(wav: np.ndarray, condition: str, seed: int, pool: list[np.ndarray]) -> np.ndarray:
@@ -46,8 +57,9 @@ def degrade(wav: np.ndarray, condition: str, seed: int, pool: list[np.ndarray]) 
     if condition == "telephone":
         return augment.codec(wav, SR, "telephone")
     if condition.startswith(("pink", "babble")):
-        snr = float(condition.split()[1])
-        noise = augment.babble(pool, len(wav), rng) if condition.startswith("babble") else None
+        snr = float(condition.split()[-2])
+        voices = _UNHEARD_POOL if condition.startswith("babble unheard") else pool
+        noise = augment.babble(voices, len(wav), rng) if condition.startswith("babble") else None
         return augment.add_noise(wav, SR, snr, rng, kind="pink", noise=noise)
     if condition.startswith("reverb"):
         return augment.reverberate(wav, SR, augment.room_impulse_response(SR, float(condition.split()[2]), seed % 8))
@@ -102,7 +114,16 @@ def main() -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
     ap.add_argument("--cv-dirs", nargs="*", type=Path, default=[], metavar="DIR",
                     help="leave-one-speaker-out directories of `emodet cv` (e.g. an edge student) measured the same way")
+    ap.add_argument("--unheard-babble", type=Path, default=REPO.parent / "shared" / "datasets" / "nemo" / "audio",
+                    metavar="DIR", help="recordings of voices no model heard, for the 'babble unheard' conditions "
+                                        "(default nEMO's; the conditions are left out when the folder is absent)")
     args = ap.parse_args()
+    conditions = list(CONDITIONS)
+    if args.unheard_babble.is_dir():
+        _UNHEARD_POOL[:] = unheard_pool(args.unheard_babble)
+        conditions += UNHEARD
+    else:
+        print(f"{args.unheard_babble} not found: the 'babble unheard' conditions are left out")
     import subprocess
 
     results = {}
@@ -116,19 +137,19 @@ def main() -> int:
         systems[config] = args.runs_dir / f"{args.corpus}_{config.replace('@', '_seed').replace('~', '_')}"
     systems.update({str(d): d for d in args.cv_dirs})
     for config, cv_dir in systems.items():
-        predicted, truth = {c: [] for c in CONDITIONS}, []
+        predicted, truth = {c: [] for c in conditions}, []
         for fold in sorted(cv_dir.glob("fold_*")):
-            got, true, labels = fold_predictions(fold, CONDITIONS)
+            got, true, labels = fold_predictions(fold, conditions)
             truth += true
-            for c in CONDITIONS:
+            for c in conditions:
                 predicted[c] += got[c]
-        results[config] = {c: classification_metrics(truth, predicted[c], labels)["uar"] for c in CONDITIONS}
+        results[config] = {c: classification_metrics(truth, predicted[c], labels)["uar"] for c in conditions}
         print(f"{config}: " + ", ".join(f"{c} {v:.3f}" for c, v in results[config].items()), flush=True)
     print(f"\n{args.corpus}, leave-one-speaker-out, pooled UAR (drop from clean, points)")
-    print(f"{'condition':<18}" + "".join(f"{c:>32}" for c in results))
-    for c in CONDITIONS:
+    print(f"{'condition':<22}" + "".join(f"{c:>32}" for c in results))
+    for c in conditions:
         cells = [f"{r[c]:.3f} ({100 * (r[c] - r['clean']):+.1f})" for r in results.values()]
-        print(f"{c:<18}" + "".join(f"{cell:>32}" for cell in cells))
+        print(f"{c:<22}" + "".join(f"{cell:>32}" for cell in cells))
     out = args.runs_dir / f"robustness_{args.corpus}.json"  # earlier systems' figures kept beside these
     earlier = json.loads(out.read_text()) if out.is_file() else {}
     out.parent.mkdir(parents=True, exist_ok=True)
