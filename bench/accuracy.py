@@ -4,6 +4,7 @@
     python bench/accuracy.py --corpus ravdess --configs fc_compare
     python bench/accuracy.py --corpus ravdess --recipe all
     python bench/accuracy.py --corpus emodb --json emodb.json   # the table as JSON too (and its HTML report)
+    python bench/accuracy.py --select encoder_whisper_linear --grid loso16   # settings chosen by inner LOSO
 
 A member is config[:preset][@seed][~variant...]: name@N is the config trained with
 training.seed=N; ~trim drops leading and trailing silence before the features
@@ -59,6 +60,9 @@ from emodet.core.errors import EmodetError
 from emodet.core.fusion import fuse_probabilities
 from emodet.evaluation.metrics import classification_metrics
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared selection
+from _selection import best, grid, inner_uar, log_selection  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = {"emodb": REPO.parent / "shared" / "datasets" / "emodb",
            "ravdess": REPO.parent / "shared" / "datasets" / "ravdess"}
@@ -77,6 +81,11 @@ RECIPES = {"v2": [*_FC3, *_CNN2], "tiny": ["linear_compare", "cnn_logmel"], "fun
            "encoder_functionals": ["encoder_whisper_linear", *_FUNCTIONALS],
            "encoder_functionals_cnn": ["encoder_whisper_linear", *_FUNCTIONALS, *_CNN2],
            "encoder_ft_functionals": ["encoder_whisper_finetune", "encoder_whisper_linear", *_FUNCTIONALS]}
+# candidates of the nested selection (--select CONFIG --grid NAME): bench/PROTOCOLS.md, 2026-12-02 09:46
+GRIDS = {"loso16": grid(pooling=[(p, [f"features.params.pooling={p}"]) for p in ("meanstd", "mean")],
+                        layers=[("Lall", ["features.params.layers=all"]), ("L123", ["features.params.layers=[1, 2, 3]"])],
+                        aug=[(f"aug{k}", [f"training.augment.waveform.copies={k}"]) for k in (0, 2)],
+                        wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.2, 0.8)])}
 REFERENCES = {"emodb": [("eGeMAPS + SVM (reference)", 0.73), ("ComParE + SVM (reference)", 0.83),
                         ("plain small CNN (reference floor)", 0.81)],
               "ravdess": [("eGeMAPS + SVM (reference)", 0.575), ("ComParE + SVM (reference)", 0.645)]}
@@ -108,6 +117,11 @@ def main() -> int:
                     help="members joined by +: configs run here or LOSO directories, e.g. fc_compare+runs/x/emodb_cnn_logmel")
     ap.add_argument("--recipe", action="append", default=[], choices=sorted(RECIPES),
                     help="run a named fusion's members and fuse them (repeatable)")
+    ap.add_argument("--select", nargs="*", default=[], metavar="CONFIG",
+                    help="linear configs whose settings are chosen for each held-out speaker by an inner "
+                         "leave-one-speaker-out over the other speakers alone, among the candidates of --grid "
+                         "(LOSO only)")
+    ap.add_argument("--grid", default="loso16", choices=sorted(GRIDS), help="the candidates of --select")
     ap.add_argument("--folds", default="loso",
                     help="loso (the benchmark's protocol) or K folds by speaker (run names get _kK), e.g. for a "
                          "large corpus where 24 CNN trainings do not fit the time at hand")
@@ -124,7 +138,7 @@ def main() -> int:
         return 0
     results = {}
     suffix = "" if args.folds == "loso" else f"_k{int(args.folds)}"
-    configs = list(args.configs if args.configs is not None else [] if args.recipe else
+    configs = list(args.configs if args.configs is not None else [] if args.recipe or args.select else
                    ["fc_compare", "fc_mfcc", "resnet_mfcc"])
     ensembles = {spec: spec.split("+") for spec in args.ensemble}  # name in the table -> members
     for recipe in args.recipe:
@@ -164,12 +178,21 @@ def main() -> int:
         print(f"{name}: pooled UAR {summary['pooled']['uar']:.3f} (fold mean {summary['uar_mean']:.3f} +- "
               f"{summary['uar_std']:.3f}), {fold_seconds:.0f} s of training for all folds "
               f"({time.perf_counter() - t0:.0f} s in this call)", flush=True)
+    if args.select and args.folds != "loso":
+        raise SystemExit("--select chooses per held-out speaker: it runs with --folds loso")
+    for config in args.select:
+        t0 = time.perf_counter()
+        results[f"{config} selected ({args.grid})"] = selected(config, args, root, run_name)
+        print(f"{config} selected ({args.grid}): pooled UAR "
+              f"{results[f'{config} selected ({args.grid})']['summary']['pooled']['uar']:.3f} "
+              f"({time.perf_counter() - t0:.0f} s in this call)", flush=True)
     fused = {}
     for title, members in ensembles.items():
         # a member is a config benchmarked here (as in --configs) or the path of a finished LOSO directory
         dirs = [Path(m) if "/" in m else args.runs_dir / run_name(m) for m in members]
-        labels = json.loads((dirs[0] / "fold_00" / "metrics.json").read_text())["labels"]
-        fused[title] = fuse([pooled_predictions(d) for d in dirs], labels)
+        members = [pooled_predictions(d) for d in dirs]
+        labels = [k[2:] for k in next(iter(members[0].values())) if k.startswith("p_")]  # the runs' class order
+        fused[title] = fuse(members, labels)
 
     protocol = "leave-one-speaker-out" if args.folds == "loso" else f"{int(args.folds)} folds by speaker"
     print(f"\n{args.corpus}, {protocol}, pooled over all held-out recordings")
@@ -191,6 +214,63 @@ def main() -> int:
     if args.json or not args.no_report:
         write_table(args, table, f"{args.corpus}, {protocol}, pooled over all held-out recordings", suffix)
     return 0
+
+
+def selected(config: str, args, root: Path, run_name) -> dict:
+    """Leave one speaker out with ``config``'s settings chosen for each held-out speaker among
+    ``GRIDS[args.grid]`` by an inner leave-one-speaker-out over the other speakers alone (bench/_selection.py);
+    each chosen candidate runs through ``emodet cv --folds loso`` and keeps the held-out speaker's predictions
+    of its run. Returns the row of ``results``: pooled and per-speaker figures over the held-out speakers."""
+    import numpy as np
+
+    from emodet.data.corpora import prepare_corpus
+
+    rows = prepare_corpus(args.corpus, root).rows
+    labels = sorted({r["label"] for r in rows})
+    candidates = GRIDS[args.grid]
+
+    def cfg_of(name: str):
+        return load_config(REPO / "configs" / f"{config}.yaml",
+                           [f"features.cache_dir={args.cache_dir}", *args.overrides, *candidates[name]], str(root))
+
+    chosen = {}
+    for speaker in sorted({r["speaker"] for r in rows}):
+        inner = [r for r in rows if r["speaker"] != speaker]
+        scores = {name: inner_uar(cfg_of(name), inner, labels, "speaker", "global", root, None) for name in candidates}
+        chosen[speaker] = best(scores)
+        log_selection(args.runs_dir, {"grid": args.grid, "config": config, "corpus": args.corpus, "without": speaker,
+                                      "scores": scores, "chosen": chosen[speaker]})
+        print(f"{config} without speaker {speaker}: chose {chosen[speaker]} (inner UAR {scores[chosen[speaker]]:.3f})",
+              flush=True)
+    kept, seconds, params = [], 0.0, None
+    for name in dict.fromkeys(chosen.values()):
+        run = run_name(f"{config}~sel_{name}")
+        summary = run_cv(cfg_of(name), "loso", run, args.runs_dir, progress=False,
+                         new_name_hint="pass another --runs-dir (this benchmark names its runs <corpus>_<config>)")
+        mine = {s for s, c in chosen.items() if c == name}
+        kept += [r for r in pooled_predictions(args.runs_dir / run).values() if r["speaker"] in mine]
+        for f in summary["folds"]:
+            if set(f["held_out_speakers"]) <= mine:
+                m = json.loads((args.runs_dir / run / f"fold_{f['fold']:02d}" / "metrics.json").read_text())
+                seconds, params = seconds + m["train_seconds"], params or m["parameters"]
+    everywhere = {name: inner_uar(cfg_of(name), rows, labels, "speaker", "global", root, None) for name in candidates}
+    log_selection(args.runs_dir, {"grid": args.grid, "config": config, "corpus": args.corpus, "without": None,
+                                  "scores": everywhere, "chosen": best(everywhere)})
+    print(f"{config} over all speakers: {best(everywhere)} (LOSO UAR {everywhere[best(everywhere)]:.3f}; the shipped "
+          f"settings' candidate, if in the grid, is among those in selection.jsonl)", flush=True)
+    # the held-out speakers' predictions as one LOSO directory's, so --ensemble can fuse them as a member
+    from emodet.core.io import atomic_write_csv
+
+    out = args.runs_dir / run_name(f"{config}~selected_{args.grid}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(out / "predictions_pooled.csv", kept, list(kept[0]))
+    index = {lab: i for i, lab in enumerate(labels)}
+    pooled = classification_metrics([index[r["label"]] for r in kept], [index[r["predicted"]] for r in kept], labels)
+    per = [classification_metrics([index[r["label"]] for r in kept if r["speaker"] == s],
+                                  [index[r["predicted"]] for r in kept if r["speaker"] == s], labels)["uar"]
+           for s in chosen]
+    summary = {"pooled": pooled, "uar_mean": float(np.mean(per)), "uar_std": float(np.std(per)), "chosen": chosen}
+    return {"summary": summary, "seconds": seconds, "params": params, "labels": labels}
 
 
 def write_table(args, rows: dict, title: str, suffix: str) -> None:

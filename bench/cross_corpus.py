@@ -35,6 +35,9 @@ from emodet.data.manifest import write_manifest
 from emodet.evaluation.metrics import classification_metrics
 from emodet.workflows.cv import run_cv
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared selection
+from _selection import best, grid, inner_uar, log_selection  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 CORPORA = ("emodb", "ravdess", "nemo")
@@ -96,117 +99,34 @@ def run_system(config: str, condition: str, manifest: Path, runs_dir: Path, cach
     return per_target(predictions), predictions | {"_seconds": summary["seconds"]}
 
 
-# candidates of the nested selection (bench/PROTOCOLS.md, 23:00): silence trimming x layers x regularisation
-def _grid(**axes) -> dict[str, list[str]]:
-    """Named candidates: every combination of the axes' (name, overrides) choices."""
-    import itertools
-
-    out = {}
-    for combo in itertools.product(*axes.values()):
-        out["_".join(name for name, _ in combo)] = [o for _, overrides in combo for o in overrides]
-    return out
-
-
 # the nested selections' candidates (bench/PROTOCOLS.md: first stage 23:00, second stage 23:55)
 GRIDS = {
-    "stage1": _grid(trim=[("notrim", ["features.params.trim_db=null"]), ("t30", ["features.params.trim_db=30"])],
-                    layers=[("Lall", ["features.params.layers=all"]), ("L123", ["features.params.layers=[1, 2, 3]"]),
-                            ("L2", ["features.params.layers=[2]"])],
-                    wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.05, 0.2, 0.8)]),
-    "stage2": _grid(trim=[("t30", ["features.params.trim_db=30"])],
-                    layers=[("L123", ["features.params.layers=[1, 2, 3]"]), ("Lall", ["features.params.layers=all"])],
-                    wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.2, 0.8)],
-                    nap=[(f"nap{k}", [f"data.nap={k}"]) for k in (0, 8, 16, 32)],
-                    aug=[("aug0", ["training.augment.waveform.copies=0"]), ("aug2", ["training.augment.waveform.copies=2"])]),
+    "stage1": grid(trim=[("notrim", ["features.params.trim_db=null"]), ("t30", ["features.params.trim_db=30"])],
+                   layers=[("Lall", ["features.params.layers=all"]), ("L123", ["features.params.layers=[1, 2, 3]"]),
+                           ("L2", ["features.params.layers=[2]"])],
+                   wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.05, 0.2, 0.8)]),
+    "stage2": grid(trim=[("t30", ["features.params.trim_db=30"])],
+                   layers=[("L123", ["features.params.layers=[1, 2, 3]"]), ("Lall", ["features.params.layers=all"])],
+                   wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.2, 0.8)],
+                   nap=[(f"nap{k}", [f"data.nap={k}"]) for k in (0, 8, 16, 32)],
+                   aug=[("aug0", ["training.augment.waveform.copies=0"]), ("aug2", ["training.augment.waveform.copies=2"])]),
 }
 
 
 def select(config: str, condition: str, manifest: Path, runs_dir: Path, cache_dir: Path, overrides: list[str],
-           target: str | None, grid: str) -> tuple[str, float]:
-    """The candidate of ``GRIDS[grid]`` with the best mean UAR over inner leave-one-corpus-out folds of the
-    corpora other than ``target`` (all three when ``target`` is None); returns ``(candidate, its inner UAR)``.
-
-    The inner fits are the recipe's model (multinomial logistic regression with balanced class weights and
-    L2 = weight_decay, which emodet's L-BFGS head equals: tests/test_training.py) fitted by scikit-learn on the
-    cached features, normalised as emodet's normaliser does, for speed; the outer figure of the chosen
-    candidate runs through emodet itself."""
-    from sklearn.linear_model import LogisticRegression
-
+           target: str | None, grid_name: str) -> tuple[str, float]:
+    """The candidate of ``GRIDS[grid_name]`` with the best mean UAR over inner leave-one-corpus-out folds of
+    the corpora other than ``target`` (all three when ``target`` is None); returns ``(candidate, its inner
+    UAR)``. The inner fits: bench/_selection.py."""
     rows = [r for r in rows_of(manifest) if target is None or r["corpus"] != target]
-    corpora = sorted({r["corpus"] for r in rows})
-    y = np.array([LABELS.index(r["label"]) for r in rows])
     scores = {}
-    for name, extra in GRIDS[grid].items():
+    for name, extra in GRIDS[grid_name].items():
         cfg = load_config(REPO / "configs" / f"{config}.yaml", [f"features.cache_dir={cache_dir}", *overrides, *extra])
-        x = _features(cfg, manifest, tuple(r["path"] for r in rows))
-        copies = [_features(cfg, manifest, tuple(r["path"] for r in rows), k)
-                  for k in range(cfg.training.augment.waveform.copies)]
-        uars = []
-        for held in corpora:
-            test = np.array([r["corpus"] == held for r in rows])
-            if cfg.data.nap >= len({r["speaker"] for r, t in zip(rows, test) if not t}):
-                uars.append(float("nan"))  # not that many training speakers: not a candidate here
-                continue
-            z_train, z_test = _normalised(x, copies, rows, test, CONDITIONS[condition], cfg.data.nap)
-            y_train = np.concatenate([y[~test]] * (1 + len(copies)))
-            lr = LogisticRegression(C=1 / (cfg.training.weight_decay * len(y_train)), class_weight="balanced",
-                                    max_iter=3000)
-            lr.fit(z_train, y_train)
-            uars.append(classification_metrics(y[test], lr.predict(z_test), LABELS)["uar"])
-        scores[name] = float(np.mean(uars))
-    best = max((k for k in scores if scores[k] == scores[k]), key=scores.get)
-    with open(runs_dir / "selection.jsonl", "a") as fh:
-        fh.write(json.dumps({"grid": grid, "config": config, "condition": condition, "without": target,
-                             "scores": scores, "chosen": best}) + "\n")
-    return best, scores[best]
-
-
-_LOADED: dict = {}
-
-
-def _features(cfg, manifest: Path, paths: tuple, copy: int | None = None) -> np.ndarray:
-    """The cached features of ``paths`` for ``cfg`` (augmented copy ``copy`` of them if given); every layer is
-    read once a trimming and the layer views are cut in memory."""
-    from emodet.data.augment import AugmentCopy
-    from emodet.features import apply_view
-
-    f = cfg.features
-    full_params = {**f.params, "layers": "all"}
-    augment = AugmentCopy(cfg.training.augment.waveform.to_dict(), copy, cfg.training.seed) if copy is not None else None
-    key = (f.type, json.dumps(full_params, sort_keys=True), paths, json.dumps(augment.key()) if augment else None)
-    if key not in _LOADED:
-        cache = FeatureCache(f.cache_dir, f.type, full_params, sr=cfg.data.sample_rate, augment=augment)
-        _LOADED[key] = [cache.load(*locate(p, None, manifest)) for p in paths]
-    spec = FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate).spec
-    return np.stack([apply_view(spec, x, {**full_params, **f.params})[:, 0] for x in _LOADED[key]]).astype(np.float64)
-
-
-def _normalised(x: np.ndarray, copies: list[np.ndarray], rows: list[dict], test: np.ndarray, mode: str,
-                nap: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(training matrix with the augmented copies, test matrix)`` z-scored as emodet's normaliser does:
-    the training rows' statistics (global) or each corpus's own (augmented copies a group of their own),
-    then ``nap`` speaker directions of the training rows projected out."""
-    train_parts = [x[~test], *(c[~test] for c in copies)]
-    if mode == "global":
-        pooled = np.concatenate(train_parts)
-        mean, std = pooled.mean(0), np.maximum(pooled.std(0), 1e-5)
-        train, held = (np.concatenate(train_parts) - mean) / std, (x[test] - mean) / std
-    else:
-        def by_corpus(m):
-            z = np.empty_like(m)
-            for corpus in {r["corpus"] for r in rows}:
-                idx = np.array([r["corpus"] == corpus for r in rows])
-                z[idx] = (m[idx] - m[idx].mean(0)) / np.maximum(m[idx].std(0), 1e-5)
-            return z
-        zs = [by_corpus(m) for m in (x, *copies)]
-        train, held = np.concatenate([z[~test] for z in zs]), zs[0][test]
-    if nap:
-        speakers = np.array([r["speaker"] for r in rows])[~test]
-        base = train[: int((~test).sum())]
-        means = np.stack([base[speakers == s].mean(0) for s in np.unique(speakers)])
-        u = np.linalg.svd(means - means.mean(0), full_matrices=False)[2][:nap].T
-        train, held = train - (train @ u) @ u.T, held - (held @ u) @ u.T
-    return train, held
+        scores[name] = inner_uar(cfg, rows, LABELS, "corpus", CONDITIONS[condition], None, manifest)
+    chosen = best(scores)
+    log_selection(runs_dir, {"grid": grid_name, "config": config, "condition": condition, "without": target,
+                             "scores": scores, "chosen": chosen})
+    return chosen, scores[chosen]
 
 
 def per_target(predictions: dict[str, dict]) -> dict[str, float]:
