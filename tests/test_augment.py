@@ -160,5 +160,7 @@ def test_babble_from_training_speakers_never_holds_the_own_or_a_held_out_voice(t
     with pytest.raises(UsageError, match="other training speakers, and this run's 1 training speaker.s. leave 0"):
         prepare_data(load_config(None, [*sets, "data.split.val=1", "training.augment.waveform.babble_from=training"],
                                  data_root=str(synth_corpus)))
+    with pytest.raises(UsageError, match="and copies is 0 .no copies, so it would change nothing.: set training"):
+        load_config(None, ["training.augment.waveform.babble_from=training"])
     with pytest.raises(UsageError, match="babble_from must be one of synthetic, training"):
         load_config(None, ["training.augment.waveform.babble_from=test"])

@@ -223,6 +223,9 @@ def check_waveform_augment(w: WaveformAugmentConfig) -> None:
         raise UsageError(f"{where}.babble_from: training changes babble only, and noise "
                          f"{'is 0' if w.noise == 0 else 'kinds hold no babble'}: add babble to noise_kinds and a noise "
                          "probability above 0, or leave babble_from: synthetic")
+    if w.babble_from == "training" and w.copies == 0:
+        raise UsageError(f"{where}.babble_from: training mixes babble into the augmented copies, and copies is 0 (no "
+                         f"copies, so it would change nothing): set {where}.copies, e.g. 2")
     unknown = [k for k in w.noise_kinds if k not in NOISE_KINDS]
     if unknown or not w.noise_kinds:
         raise UsageError(f"{where}.noise_kinds: {unknown[0] if unknown else 'empty'!r}; valid kinds: "
