@@ -25,6 +25,7 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
     out = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                   "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
     assert out.returncode == 0, out.stderr
+    assert "cv: 3 folds (loso); UAR" in out.stdout
     summary = json.loads((runs / "cv" / "cv_summary.json").read_text())
     held = [s for f in summary["folds"] for s in f["held_out_speakers"]]
     assert sorted(held) == ["spk01", "spk02", "spk03"]  # each speaker tested exactly once
@@ -91,6 +92,10 @@ def test_kfold_request_larger_than_speakers_is_refused(tmp_path, synth_corpus):
     out = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "5", "--run-name", "cv5",
                   "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", *FAST)
     assert out.returncode == 2 and "5 folds by speaker need at least 5 speakers; the data has 3" in out.stderr
+    three = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "3", "--run-name", "cv3",
+                "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set",
+                f"features.cache_dir={tmp_path / 'c'}", *FAST)
+    assert three.returncode == 0 and "cv3: 3 folds; UAR" in three.stdout, three.stderr  # not "3 folds (3)"
 
 
 def test_evaluate_and_ensemble_cli(tmp_path, synth_corpus):

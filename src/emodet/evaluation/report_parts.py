@@ -96,7 +96,8 @@ def evaluated(path: str | Path) -> Evaluated:
         s = read_json(path / "cv_summary.json")
         runs = [path / f"fold_{f['fold']:02d}" for f in s["folds"]]
         return Evaluated(kind, path, s["pooled"]["labels"], s["pooled"], read_csv(path / "predictions_pooled.csv"),
-                         f"pooled held-out predictions of {s['n_folds']} folds ({s['folds_spec']})", runs,
+                         f"pooled held-out predictions of {s['n_folds']} folds"
+                         + ("" if str(s["folds_spec"]).isdigit() else f" ({s['folds_spec']})"), runs,
                          extra={"summary": s})
     if kind == "ensemble":
         return _ensemble(path)
