@@ -110,6 +110,12 @@ GRIDS = {
                    wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.2, 0.8)],
                    nap=[(f"nap{k}", [f"data.nap={k}"]) for k in (0, 8, 16, 32)],
                    aug=[("aug0", ["training.augment.waveform.copies=0"]), ("aug2", ["training.augment.waveform.copies=2"])]),
+    # third stage (bench/PROTOCOLS.md, 2026-12-02 10:31): pooling, never varied before
+    "stage3": grid(trim=[("t30", ["features.params.trim_db=30"])],
+                   pooling=[(p, [f"features.params.pooling={p}"]) for p in ("meanstd", "mean")],
+                   layers=[("L123", ["features.params.layers=[1, 2, 3]"]), ("Lall", ["features.params.layers=all"])],
+                   wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.2, 0.8)],
+                   nap=[(f"nap{k}", [f"data.nap={k}"]) for k in (0, 16)]),
 }
 
 
