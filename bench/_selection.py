@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emodet.core.errors import EmodetError
 from emodet.data.cache import FeatureCache
 from emodet.data.dataset import locate
 from emodet.evaluation.metrics import classification_metrics
@@ -42,12 +43,14 @@ def features(cfg, paths: tuple, root: Path | None, manifest: Path | None, copy: 
     f = cfg.features
     full_params = {**f.params, "layers": "all"} if f.type == "encoder" else dict(f.params)
     augment = AugmentCopy(cfg.training.augment.waveform.to_dict(), copy, cfg.training.seed) if copy is not None else None
-    key = (f.type, json.dumps(full_params, sort_keys=True), paths, json.dumps(augment.key()) if augment else None)
-    if key not in _LOADED:
-        cache = FeatureCache(f.cache_dir, f.type, full_params, sr=cfg.data.sample_rate, augment=augment)
-        _LOADED[key] = [cache.load(*locate(p, root, manifest)) for p in paths]
+    key = (f.type, json.dumps(full_params, sort_keys=True), json.dumps(augment.key()) if augment else None)
+    loaded = _LOADED.setdefault(key, {})  # one entry a file: the selections' many row sets share them
+    cache = FeatureCache(f.cache_dir, f.type, full_params, sr=cfg.data.sample_rate, augment=augment)
+    for p in paths:
+        if p not in loaded:
+            loaded[p] = cache.load(*locate(p, root, manifest))
     spec = FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate).spec
-    return np.stack([apply_view(spec, x, {**full_params, **f.params})[:, 0] for x in _LOADED[key]]).astype(np.float64)
+    return np.stack([apply_view(spec, loaded[p], {**full_params, **f.params})[:, 0] for p in paths]).astype(np.float64)
 
 
 def normalised(x: np.ndarray, copies: list[np.ndarray], rows: list[dict], test: np.ndarray, mode: str,
@@ -106,7 +109,11 @@ def inner_uar(cfg, rows: list[dict], labels: list[str], fold_by: str, mode: str,
 
 def best(scores: dict[str, float]) -> str:
     """The candidate with the highest score (NaN: not a candidate); the first listed on a tie."""
-    return max((k for k in scores if scores[k] == scores[k]), key=scores.get)
+    valid = [k for k in scores if scores[k] == scores[k]]
+    if not valid:
+        raise EmodetError(f"no candidate could be scored ({', '.join(scores)}): each needs more training speakers in "
+                          "every inner fold than its data.nap directions; lower data.nap (--set data.nap=0)")
+    return max(valid, key=scores.get)
 
 
 def log_selection(runs_dir: Path, record: dict) -> None:

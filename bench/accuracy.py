@@ -136,6 +136,8 @@ def main() -> int:
     if not root.is_dir():
         print(f"{args.corpus} not found at {root}; this benchmark needs it")
         return 0
+    if args.select and args.folds != "loso":
+        raise SystemExit("--select chooses per held-out speaker: it runs with --folds loso")
     results = {}
     suffix = "" if args.folds == "loso" else f"_k{int(args.folds)}"
     configs = list(args.configs if args.configs is not None else [] if args.recipe or args.select else
@@ -178,8 +180,6 @@ def main() -> int:
         print(f"{name}: pooled UAR {summary['pooled']['uar']:.3f} (fold mean {summary['uar_mean']:.3f} +- "
               f"{summary['uar_std']:.3f}), {fold_seconds:.0f} s of training for all folds "
               f"({time.perf_counter() - t0:.0f} s in this call)", flush=True)
-    if args.select and args.folds != "loso":
-        raise SystemExit("--select chooses per held-out speaker: it runs with --folds loso")
     for config in args.select:
         t0 = time.perf_counter()
         results[f"{config} selected ({args.grid})"] = selected(config, args, root, run_name)
@@ -223,26 +223,33 @@ def selected(config: str, args, root: Path, run_name) -> dict:
     of its run. Returns the row of ``results``: pooled and per-speaker figures over the held-out speakers."""
     import numpy as np
 
-    from emodet.data.corpora import prepare_corpus
+    from emodet.data.prepare import load_rows
 
-    rows = prepare_corpus(args.corpus, root).rows
-    labels = sorted({r["label"] for r in rows})
     candidates = GRIDS[args.grid]
 
     def cfg_of(name: str):
         return load_config(REPO / "configs" / f"{config}.yaml",
                            [f"features.cache_dir={args.cache_dir}", *args.overrides, *candidates[name]], str(root))
 
+    first = cfg_of(next(iter(candidates)))
+    rows, manifest, data_root = load_rows(first)  # the rows (and data.labels) emodet cv trains on
+    labels = sorted({r["label"] for r in rows})
+    mode = first.data.normalize
+    if mode not in ("global", "corpus"):
+        raise SystemExit(f"--select {config}: the inner fits normalise as data.normalize global or corpus do; this "
+                         f"config's is {mode!r}")
+
     chosen = {}
     for speaker in sorted({r["speaker"] for r in rows}):
         inner = [r for r in rows if r["speaker"] != speaker]
-        scores = {name: inner_uar(cfg_of(name), inner, labels, "speaker", "global", root, None) for name in candidates}
+        scores = {name: inner_uar(cfg_of(name), inner, labels, "speaker", mode, data_root, manifest)
+                  for name in candidates}
         chosen[speaker] = best(scores)
         log_selection(args.runs_dir, {"grid": args.grid, "config": config, "corpus": args.corpus, "without": speaker,
                                       "scores": scores, "chosen": chosen[speaker]})
         print(f"{config} without speaker {speaker}: chose {chosen[speaker]} (inner UAR {scores[chosen[speaker]]:.3f})",
               flush=True)
-    kept, seconds, params = [], 0.0, None
+    kept, seconds, params = [], 0.0, 0
     for name in dict.fromkeys(chosen.values()):
         run = run_name(f"{config}~sel_{name}")
         summary = run_cv(cfg_of(name), "loso", run, args.runs_dir, progress=False,
@@ -252,18 +259,21 @@ def selected(config: str, args, root: Path, run_name) -> dict:
         for f in summary["folds"]:
             if set(f["held_out_speakers"]) <= mine:
                 m = json.loads((args.runs_dir / run / f"fold_{f['fold']:02d}" / "metrics.json").read_text())
-                seconds, params = seconds + m["train_seconds"], params or m["parameters"]
-    everywhere = {name: inner_uar(cfg_of(name), rows, labels, "speaker", "global", root, None) for name in candidates}
+                seconds, params = seconds + m["train_seconds"], max(params, m["parameters"])  # the largest chosen
+    everywhere = {name: inner_uar(cfg_of(name), rows, labels, "speaker", mode, data_root, manifest) for name in candidates}
     log_selection(args.runs_dir, {"grid": args.grid, "config": config, "corpus": args.corpus, "without": None,
                                   "scores": everywhere, "chosen": best(everywhere)})
     print(f"{config} over all speakers: {best(everywhere)} (LOSO UAR {everywhere[best(everywhere)]:.3f}; the shipped "
           f"settings' candidate, if in the grid, is among those in selection.jsonl)", flush=True)
     # the held-out speakers' predictions as one LOSO directory's, so --ensemble can fuse them as a member
-    from emodet.core.io import atomic_write_csv
+    from emodet.core.io import atomic_write_csv, atomic_write_json
 
     out = args.runs_dir / run_name(f"{config}~selected_{args.grid}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(out / "predictions_pooled.csv", kept, list(kept[0]))
+    atomic_write_json(out / "selection.json", {"grid": args.grid, "config": config, "chosen": chosen,
+                                               "runs": sorted({run_name(f"{config}~sel_{c}") for c in chosen.values()}),
+                                               "over_all_speakers": everywhere})
     index = {lab: i for i, lab in enumerate(labels)}
     pooled = classification_metrics([index[r["label"]] for r in kept], [index[r["predicted"]] for r in kept], labels)
     per = [classification_metrics([index[r["label"]] for r in kept if r["speaker"] == s],

@@ -59,6 +59,8 @@ def degrade(wav: np.ndarray, condition: str, seed: int, pool: list[np.ndarray]) 
     if condition.startswith(("pink", "babble")):
         snr = float(condition.split()[-2])
         voices = _UNHEARD_POOL if condition.startswith("babble unheard") else pool
+        if not voices:  # no voices would add no noise: a clean recording under a noisy name
+            raise EmodetError(f"{condition}: no babble voices loaded")
         noise = augment.babble(voices, len(wav), rng) if condition.startswith("babble") else None
         return augment.add_noise(wav, SR, snr, rng, kind="pink", noise=noise)
     if condition.startswith("reverb"):
@@ -114,16 +116,20 @@ def main() -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "emodet-bench")
     ap.add_argument("--cv-dirs", nargs="*", type=Path, default=[], metavar="DIR",
                     help="leave-one-speaker-out directories of `emodet cv` (e.g. an edge student) measured the same way")
-    ap.add_argument("--unheard-babble", type=Path, default=REPO.parent / "shared" / "datasets" / "nemo" / "audio",
-                    metavar="DIR", help="recordings of voices no model heard, for the 'babble unheard' conditions "
-                                        "(default nEMO's; the conditions are left out when the folder is absent)")
+    ap.add_argument("--unheard-babble", type=Path, default=None, metavar="DIR",
+                    help="recordings of voices no model heard, for the 'babble unheard' conditions (default: nEMO's "
+                         "in ../shared/datasets, the conditions left out when it is absent; not unheard for a model "
+                         "distilled with those recordings as --unlabelled)")
     args = ap.parse_args()
     conditions = list(CONDITIONS)
-    if args.unheard_babble.is_dir():
-        _UNHEARD_POOL[:] = unheard_pool(args.unheard_babble)
+    unheard = args.unheard_babble or REPO.parent / "shared" / "datasets" / "nemo" / "audio"
+    if unheard.is_dir():
+        _UNHEARD_POOL[:] = unheard_pool(unheard)
         conditions += UNHEARD
+    elif args.unheard_babble is not None:
+        raise EmodetError(f"--unheard-babble {unheard}: no such folder")
     else:
-        print(f"{args.unheard_babble} not found: the 'babble unheard' conditions are left out")
+        print(f"{unheard} not found: the 'babble unheard' conditions are left out")
     import subprocess
 
     results = {}

@@ -114,7 +114,7 @@ def test_babble_from_training_speakers_never_holds_the_own_or_a_held_out_voice(t
     (never the recording's own speaker, never a validation or test speaker), the same for the same seed; the
     training set is in the cache key (each fold its own copies); the default keeps the synthetic voices and
     the key it always had."""
-    from emodet.config import load_config
+    from emodet.config import check_training_start, load_config
     from emodet.data import augment
     from emodet.data.prepare import prepare_data
 
@@ -160,7 +160,15 @@ def test_babble_from_training_speakers_never_holds_the_own_or_a_held_out_voice(t
     with pytest.raises(UsageError, match="other training speakers, and this run's 1 training speaker.s. leave 0"):
         prepare_data(load_config(None, [*sets, "data.split.val=1", "training.augment.waveform.babble_from=training"],
                                  data_root=str(synth_corpus)))
+    no_copies = load_config(None, ["training.augment.waveform.babble_from=training"])  # a saved run's config loads
     with pytest.raises(UsageError, match="and copies is 0 .no copies, so it would change nothing.: set training"):
-        load_config(None, ["training.augment.waveform.babble_from=training"])
+        check_training_start(no_copies)  # and no run starts with it (train and cv call this first)
+    from conftest import REPO, cli
+
+    for command in ("train", "cv"):
+        refused = cli(command, "--config", REPO / "configs" / "fc_mfcc.yaml", "--run-name", "nb", "--data-root",
+                      synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "training.augment.waveform.babble_from=training",
+                      *(["--folds", "loso"] if command == "cv" else []))
+        assert refused.returncode == 2 and "copies is 0" in refused.stderr and not (tmp_path / "runs" / "nb").exists()
     with pytest.raises(UsageError, match="babble_from must be one of synthetic, training"):
         load_config(None, ["training.augment.waveform.babble_from=test"])

@@ -223,9 +223,6 @@ def check_waveform_augment(w: WaveformAugmentConfig) -> None:
         raise UsageError(f"{where}.babble_from: training changes babble only, and noise "
                          f"{'is 0' if w.noise == 0 else 'kinds hold no babble'}: add babble to noise_kinds and a noise "
                          "probability above 0, or leave babble_from: synthetic")
-    if w.babble_from == "training" and w.copies == 0:
-        raise UsageError(f"{where}.babble_from: training mixes babble into the augmented copies, and copies is 0 (no "
-                         f"copies, so it would change nothing): set {where}.copies, e.g. 2")
     unknown = [k for k in w.noise_kinds if k not in NOISE_KINDS]
     if unknown or not w.noise_kinds:
         raise UsageError(f"{where}.noise_kinds: {unknown[0] if unknown else 'empty'!r}; valid kinds: "
@@ -234,6 +231,17 @@ def check_waveform_augment(w: WaveformAugmentConfig) -> None:
         folder = getattr(w, key)
         if folder is not None and not Path(folder).is_dir():
             raise UsageError(f"{where}.{key} {folder!r}: no such folder")
+
+
+def check_training_start(cfg: "Config") -> None:
+    """What a training run (``train``, each ``cv``) may not start with although a config may hold it: checked
+    when training starts, never when a trained run's config is read (a run trained before a check stays
+    loadable)."""
+    w = cfg.training.augment.waveform
+    if w.babble_from == "training" and w.copies == 0:
+        raise UsageError("training.augment.waveform.babble_from: training mixes babble into the augmented copies, and "
+                         "copies is 0 (no copies, so it would change nothing): set training.augment.waveform.copies, "
+                         "e.g. 2, or leave babble_from: synthetic")
 
 
 def config_differences(a: "Config | dict", b: "Config | dict", keys_local: frozenset = frozenset()) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config, Section, check_data_root, config_differences
+from ..config import Config, Section, check_data_root, check_training_start, config_differences
 from ..models import check_model_features
 from ..core.errors import UsageError
 from ..core.io import atomic_write_csv, atomic_write_json
@@ -79,6 +79,7 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
     manifest = cv_dir / "manifest.csv"
     # without a data root, paths are relative to the manifest that holds them: rewritten as they move
     by_manifest = check_data_root(cfg) is None
+    check_training_start(cfg)
     check_model_features(cfg.model.name, cfg.model.preset, cfg.model.params, cfg.features.type, cfg.features.params)
     rows, source = (read_manifest(manifest), manifest) if manifest.exists() else load_rows(cfg)[:2]
     if by_manifest:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..config import Config, check_data_root, config_differences, dump_config, load_config
+from ..config import Config, check_data_root, check_training_start, config_differences, dump_config, load_config
 from ..core.errors import UsageError
 from ..core.io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..data.prepare import (PreparedData, check_unlabelled, fit_normalizer, input_shape, make_loaders, prepare_data,
@@ -103,6 +103,7 @@ def _with(*counted) -> str:
 def check_run_start(cfg: Config, run_dir: Path, resume: bool) -> None:
     """Refuse to start over a run (without ``--resume``) or to resume it with another config (naming the keys)."""
     check_data_root(cfg)  # before anything is written
+    check_training_start(cfg)
     check_unlabelled(cfg)
     check_model_features(cfg.model.name, cfg.model.preset, cfg.model.params, cfg.features.type, cfg.features.params)
     started = (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "metrics.json").exists()
