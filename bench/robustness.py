@@ -58,10 +58,12 @@ def degrade(wav: np.ndarray, condition: str, seed: int, pool: list[np.ndarray]) 
         return augment.codec(wav, SR, "telephone")
     if condition.startswith(("pink", "babble")):
         snr = float(condition.split()[-2])
-        voices = _UNHEARD_POOL if condition.startswith("babble unheard") else pool
-        if not voices:  # no voices would add no noise: a clean recording under a noisy name
-            raise EmodetError(f"{condition}: no babble voices loaded")
-        noise = augment.babble(voices, len(wav), rng) if condition.startswith("babble") else None
+        noise = None
+        if condition.startswith("babble"):
+            voices = _UNHEARD_POOL if condition.startswith("babble unheard") else pool
+            if not voices:  # no voices would add no noise: a clean recording under a noisy name
+                raise EmodetError(f"{condition}: no babble voices loaded")
+            noise = augment.babble(voices, len(wav), rng)
         return augment.add_noise(wav, SR, snr, rng, kind="pink", noise=noise)
     if condition.startswith("reverb"):
         return augment.reverberate(wav, SR, augment.room_impulse_response(SR, float(condition.split()[2]), seed % 8))
