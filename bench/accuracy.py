@@ -111,7 +111,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", choices=sorted(CORPORA), default="emodb")
     ap.add_argument("--configs", nargs="*", default=None,
-                    help="members to cross-validate, config[:preset][@seed][~trim][~sp] (default: fc_compare fc_mfcc "
+                    help="members to cross-validate, config[:preset][@seed][~variant...], variants "
+                         f"{', '.join('~' + k for k in VARIANTS)} (default: fc_compare fc_mfcc "
                          "resnet_mfcc, or none with --recipe)")
     ap.add_argument("--ensemble", nargs="*", default=[],
                     help="members joined by +: configs run here or LOSO directories, e.g. fc_compare+runs/x/emodb_cnn_logmel")

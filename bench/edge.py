@@ -139,7 +139,7 @@ def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
         targets += [labels.index(r["label"]) for r in test]
     m = {k: classification_metrics(targets, v, labels) for k, v in preds.items()}
     agree = np.mean(np.array(preds["fp32"]) == np.array(preds["int8"]))
-    print(f"\nint8 vs fp32 on EmoDB held-out speakers ({len(folds)} LOSO folds, {len(targets)} recordings, "
+    print(f"\nint8 vs fp32 on the held-out speakers of {cv_dir.name} ({len(folds)} LOSO folds, {len(targets)} recordings, "
           f"torch-free runtime)")
     print(f"fp32 UAR {m['fp32']['uar']:.3f}  WA {m['fp32']['wa']:.3f}")
     print(f"int8 UAR {m['int8']['uar']:.3f}  WA {m['int8']['wa']:.3f}  -> change {100 * (m['int8']['uar'] - m['fp32']['uar']):+.1f} "

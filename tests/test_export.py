@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from emodet.config import load_config
 from emodet.core.errors import UsageError
 from emodet.export.onnx import export_run
 from emodet.runtime import EmotionPredictor, smooth_segments
+from emodet.runtime.predictor import CalibrationWarning
 from emodet.workflows.experiment import run_experiment
 
 from conftest import REPO, cli
@@ -105,11 +107,16 @@ def test_a_per_speaker_model_refuses_to_answer_without_calibration(exported, syn
     pred = EmotionPredictor(out / "cnn.onnx")
     assert pred.needs == "calibrate" and pred.needs_calibration
     clip = synth_corpus / "angry" / "spk01_angry_000.wav"
-    with pytest.raises(UsageError, match=r"needs --calibrate FILE.*data.normalize: global"):
+    with pytest.raises(UsageError, match=r"needs --calibrate DIR, --calibrate 'GLOB' .quoted. or --calibrate FILE repeated.*data.normalize: global"):
         pred.predict(clip)
     refused = cli("predict", out / "cnn.onnx", clip)
     assert refused.returncode == 2 and "--calibrate" in refused.stderr
-    pred.calibrate(sorted((synth_corpus / "sad").glob("spk01_*.wav")) + [clip])
+    with pytest.warns(CalibrationWarning, match="on 1 recording.s. of the speaker: statistics of so few"):
+        pred.calibrate([clip])  # one recording's statistics are its own emotion's: warned
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        pred.calibrate([clip], few_ok=True)  # a caller that checked the audio's length itself (the server's stream)
+        pred.calibrate(sorted((synth_corpus / "sad").glob("spk01_*.wav")) + [clip])
     assert not pred.needs_calibration and sum(pred.predict(clip).values()) == pytest.approx(1, abs=1e-5)
     # a long recording is its own enrollment for sliding windows (warned), and the windows differ
     long = np.concatenate([sf.read(f, dtype="float32")[0] for f in sorted(synth_corpus.rglob("spk02_*.wav"))[:8]])

@@ -72,7 +72,7 @@ def add_prepare(sub) -> None:
     p.add_argument("--label-map", metavar="FILE", help="YAML/JSON/CSV mapping of labels to others "
                    "(an empty target drops a label), e.g. {frustrated: angry, other: ''}")
     p.add_argument("--speaker-pattern", metavar="REGEX", help="--corpus folder: regex giving the speaker from the "
-                   "file name (group 'speaker' or the first group; default: the file name up to the first _ or -)")
+                   "file name (group 'speaker' or the first group; default: the file name up to the first _, -, space or .)")
     p.add_argument("--column", action="append", metavar="KEY=NAME",
                    help="--corpus csv: the CSV's column for path, label or speaker, e.g. --column path=file")
     _add_split_args(p)

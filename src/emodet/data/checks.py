@@ -55,3 +55,7 @@ def check_babble_pool(waveform, rows: list[dict]) -> None:
         raise UsageError(f"training.augment.waveform.babble_from: training mixes babble from 3-6 recordings of the "
                          f"other training speakers, and this run's {len(per_speaker)} training speaker(s) leave "
                          f"{fewest} for one of them; use babble_from: synthetic, or train on more speakers")
+    if len(per_speaker) < 4:  # 3-6 voices drawn from one or two other people: hardly babble
+        warnings.warn(f"training.augment.waveform.babble_from: training with {len(per_speaker)} training speakers: "
+                      f"each recording's babble mixes voices of only {len(per_speaker) - 1} other speaker(s) (babble "
+                      "wants 3 or more); babble_from: synthetic mixes 8 synthetic speakers", DataWarning, stacklevel=2)

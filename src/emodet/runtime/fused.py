@@ -6,7 +6,7 @@ import numpy as np
 
 from ..core.errors import UsageError
 from ..core.fusion import fuse_probabilities, normalized_weights
-from .predictor import EmotionPredictor, ProbabilityAPI, window_dicts
+from .predictor import EmotionPredictor, ProbabilityAPI, warn_if_few, window_dicts
 
 
 class FusedPredictor(ProbabilityAPI):
@@ -38,15 +38,19 @@ class FusedPredictor(ProbabilityAPI):
     def needs(self) -> str:
         return next((m.needs for m in self.members if m.needs != "nothing"), "nothing")
 
-    def calibrate(self, recordings, sr: int | None = None) -> None:
+    def calibrate(self, recordings, sr: int | None = None, *, few_ok: bool = False) -> None:
         recordings = list(recordings)
+        if not few_ok and self.needs != "nothing":
+            warn_if_few(len(recordings), "calibrating the fusion", "of the speaker")  # once, not once a member
         for m in self.members:
-            m.calibrate(recordings, sr)
+            m.calibrate(recordings, sr, few_ok=True)
 
-    def adapt(self, recordings, sr: int | None = None) -> None:
+    def adapt(self, recordings, sr: int | None = None, *, few_ok: bool = False) -> None:
         recordings = list(recordings)
+        if not few_ok and self.needs != "nothing":
+            warn_if_few(len(recordings), "adapting the fusion", "of the domain")
         for m in self.members:
-            m.adapt(recordings, sr)
+            m.adapt(recordings, sr, few_ok=True)
 
     def combine(self, member_probabilities: list[np.ndarray]) -> np.ndarray:
         """The weighted mean of the members' probabilities ``(B, C)``, in member order."""

@@ -50,6 +50,15 @@ class ProbabilityAPI:
         return [as_dict(self.labels, p) for p in self.probabilities(items, sr)]
 
 
+def warn_if_few(count: int, doing: str, of_what: str) -> None:
+    """A ``CalibrationWarning`` for statistics from fewer than 3 recordings: one or two recordings' statistics
+    carry what is said in them (their emotion), not the speaker's or the domain's."""
+    if count < 3:
+        warnings.warn(f"{doing} on {count} recording(s) {of_what}: statistics of so few recordings follow what is "
+                      "said in them; give a few (3 or more, of different emotions where you can)", CalibrationWarning,
+                      stacklevel=4)
+
+
 class EmotionPredictor(ProbabilityAPI):
     """Predict emotion probabilities with an exported model.
 
@@ -102,15 +111,16 @@ class EmotionPredictor(ProbabilityAPI):
         """Whether predictions need ``calibrate`` (per speaker) or ``adapt`` (per corpus) first."""
         return self.needs != "nothing" and self._stats is None
 
-    def calibrate(self, recordings, sr: int | None = None) -> None:
-        """Per-speaker statistics from a few recordings (paths, or arrays at ``sr``) of one speaker."""
-        self._set_statistics(recordings, sr, "calibrating", "of the speaker", "calibration")
+    def calibrate(self, recordings, sr: int | None = None, *, few_ok: bool = False) -> None:
+        """Per-speaker statistics from a few recordings (paths, or arrays at ``sr``) of one speaker (fewer than 3
+        warn, unless ``few_ok``: e.g. pieces of one stretch of speech whose length the caller has checked)."""
+        self._set_statistics(recordings, sr, "calibrating", "of the speaker", "calibration", few_ok)
 
-    def adapt(self, recordings, sr: int | None = None) -> None:
+    def adapt(self, recordings, sr: int | None = None, *, few_ok: bool = False) -> None:
         """Per-domain statistics from unlabelled recordings of the new domain (a corpus, a line, a room)."""
-        self._set_statistics(recordings, sr, "adapting", "of the domain", "adaptation")
+        self._set_statistics(recordings, sr, "adapting", "of the domain", "adaptation", few_ok)
 
-    def _set_statistics(self, recordings, sr, doing: str, of_what: str, noun: str) -> None:
+    def _set_statistics(self, recordings, sr, doing: str, of_what: str, noun: str, few_ok: bool = False) -> None:
         if self.needs == "nothing":
             warnings.warn(f"{self.path.name} normalises with its training statistics and needs no {noun}: "
                           "the recordings are not used", CalibrationWarning, stacklevel=3)
@@ -121,12 +131,15 @@ class EmotionPredictor(ProbabilityAPI):
         if self.feature in FUNCTIONAL_SETS and len(recordings) < 2:
             raise UsageError(f"{doing} {self.path.name} ({self.feature} functionals, one vector a recording) "
                              f"needs several recordings {of_what}, got {len(recordings)}")
+        if not few_ok:
+            warn_if_few(len(recordings), f"{doing} {self.path.name}", of_what)
         self._stats = frame_moments(self.features(*self._load(r, sr)) for r in recordings)
 
     def _require_statistics(self) -> None:
         if self.needs_calibration:
-            what = ("--calibrate FILE... (a few recordings of the speaker; calibrate() in Python)" if self.needs ==
-                    "calibrate" else "--adapt DIR (unlabelled recordings of your domain; adapt() in Python)")
+            what = ("--calibrate DIR, --calibrate 'GLOB' (quoted) or --calibrate FILE repeated (a few recordings of "
+                    "the speaker; calibrate() in Python)" if self.needs == "calibrate" else
+                    "--adapt DIR (unlabelled recordings of your domain; adapt() in Python)")
             raise UsageError(f"{self.path.name} normalises its features per {'speaker' if self.needs == 'calibrate' else 'corpus'} "
                              f"and needs {what}: normalised with its own statistics, every recording would look alike. "
                              "For single recordings of unknown speakers use a model trained with data.normalize: global")

@@ -167,7 +167,7 @@ class StreamSession:
         pieces = [(audio[i:i + step], self.sr) for i in range(0, len(audio), step) if len(audio[i:i + step]) > self.sr // 4]
         twin = private_copy(self.predictor)
         try:
-            (twin.adapt if twin.needs == "adapt" else twin.calibrate)(pieces)
+            (twin.adapt if twin.needs == "adapt" else twin.calibrate)(pieces, few_ok=True)  # its length checked above
         except EmodetError as exc:
             return None, {"type": "error", "message": f"calibration failed: {exc}"}
         return twin, {"type": "calibrated", "seconds": round(seconds, 3)}
