@@ -43,7 +43,10 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
     again = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                     "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
     assert again.returncode == 0 and "parameters)" not in again.stdout
-    assert json.loads((runs / "cv" / "cv_summary.json").read_text())["uar_mean"] == summary["uar_mean"]
+    assert "fold 2/3 (fold_01): held out" in again.stderr + again.stdout  # the log names the fold's folder
+    rerun = json.loads((runs / "cv" / "cv_summary.json").read_text())
+    assert rerun["uar_mean"] == summary["uar_mean"]
+    assert rerun["seconds"] >= summary["seconds"] > 0  # the first run's time is kept, not reset to the rerun's
     # a rerun with another recipe is refused, naming what differs, instead of mixing two recipes
     other = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                     "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}",

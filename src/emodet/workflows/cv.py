@@ -96,10 +96,12 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
     write_manifest(manifest, rows)
     n_folds = max(assignment.values()) + 1
     fold_results, pooled_cm, labels, t0 = [], None, None, time.perf_counter()
+    earlier = cv_dir / "cv_summary.json"  # a rerun that reuses finished folds adds its time to theirs
+    reused_seconds = json.loads(earlier.read_text()).get("seconds", 0.0) if earlier.exists() else 0.0
     for k in range(n_folds):
         held_out = {s for s, f in assignment.items() if f == k}
         fold_dir = cv_dir / f"fold_{k:02d}"
-        log.info("fold %d/%d: held out %s", k + 1, n_folds, ", ".join(sorted(held_out)))
+        log.info("fold %d/%d (%s): held out %s", k + 1, n_folds, fold_dir.name, ", ".join(sorted(held_out)))
         if not (fold_dir / "metrics.json").exists():
             _run_fold(cfg, rows, held_out, val, k, fold_dir, progress, manifest if by_manifest else None)
         m = json.loads((fold_dir / "metrics.json").read_text())
@@ -120,7 +122,7 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
         "macro_f1_mean": float(np.mean([f["macro_f1"] for f in fold_results])),
         "pooled": metrics_from_confusion(pooled_cm, labels),
         "per_speaker": per_group_uar(predictions, labels, "speaker"),
-        "normalize": cfg.data.normalize, "seconds": round(time.perf_counter() - t0, 1),
+        "normalize": cfg.data.normalize, "seconds": round(reused_seconds + time.perf_counter() - t0, 1),
     }
     atomic_write_json(cv_dir / "cv_summary.json", summary)
     plot_confusion(pooled_cm, labels, cv_dir / "confusion_matrix.png",
