@@ -49,8 +49,8 @@ def features(cfg, paths: tuple, root: Path | None, manifest: Path | None, copy: 
     for p in paths:
         if p not in loaded:
             loaded[p] = cache.load(*locate(p, root, manifest))
-    spec = FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate).spec
-    return np.stack([apply_view(spec, loaded[p], {**full_params, **f.params})[:, 0] for p in paths]).astype(np.float64)
+    view = {**full_params, **f.params}
+    return np.stack([apply_view(cache.spec, loaded[p], view)[:, 0] for p in paths]).astype(np.float64)
 
 
 def normalised(x: np.ndarray, copies: list[np.ndarray], rows: list[dict], test: np.ndarray, mode: str,
@@ -105,6 +105,17 @@ def inner_uar(cfg, rows: list[dict], labels: list[str], fold_by: str, mode: str,
         lr.fit(z_train, y_train)
         uars.append(classification_metrics(y[test], lr.predict(z_test), labels)["uar"])
     return float(np.mean(uars))
+
+
+def choose(cfgs: dict, rows: list[dict], labels: list[str], fold_by: str, mode: str, root: Path | None,
+           manifest: Path | None, runs_dir: Path, record: dict) -> tuple[str, dict[str, float]]:
+    """``(the best candidate, every candidate's inner UAR)`` among ``cfgs`` ({name: config}) by
+    leave-one-``fold_by``-out over ``rows``; the scores and the choice are appended to ``runs_dir``'s
+    selection.jsonl with ``record`` (what was held out, for which config)."""
+    scores = {name: inner_uar(cfg, rows, labels, fold_by, mode, root, manifest) for name, cfg in cfgs.items()}
+    chosen = best(scores)
+    log_selection(runs_dir, {**record, "scores": scores, "chosen": chosen})
+    return chosen, scores
 
 
 def best(scores: dict[str, float]) -> str:

@@ -58,10 +58,10 @@ from emodet.config import load_config
 from emodet.workflows.cv import run_cv
 from emodet.core.errors import EmodetError
 from emodet.core.fusion import fuse_probabilities
-from emodet.evaluation.metrics import classification_metrics
+from emodet.evaluation.metrics import classification_metrics, per_group_uar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared selection
-from _selection import best, grid, inner_uar, log_selection  # noqa: E402
+from _selection import choose, grid  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = {"emodb": REPO.parent / "shared" / "datasets" / "emodb",
@@ -226,34 +226,29 @@ def selected(config: str, args, root: Path, run_name) -> dict:
 
     from emodet.data.prepare import load_rows
 
-    candidates = GRIDS[args.grid]
-
-    def cfg_of(name: str):
-        return load_config(REPO / "configs" / f"{config}.yaml",
-                           [f"features.cache_dir={args.cache_dir}", *args.overrides, *candidates[name]], str(root))
-
-    first = cfg_of(next(iter(candidates)))
+    cfgs = {name: load_config(REPO / "configs" / f"{config}.yaml",
+                              [f"features.cache_dir={args.cache_dir}", *args.overrides, *extra], str(root))
+            for name, extra in GRIDS[args.grid].items()}
+    first = next(iter(cfgs.values()))
     rows, manifest, data_root = load_rows(first)  # the rows (and data.labels) emodet cv trains on
     labels = sorted({r["label"] for r in rows})
     mode = first.data.normalize
     if mode not in ("global", "corpus"):
         raise SystemExit(f"--select {config}: the inner fits normalise as data.normalize global or corpus do; this "
                          f"config's is {mode!r}")
+    record = {"grid": args.grid, "config": config, "corpus": args.corpus}
 
     chosen = {}
     for speaker in sorted({r["speaker"] for r in rows}):
         inner = [r for r in rows if r["speaker"] != speaker]
-        scores = {name: inner_uar(cfg_of(name), inner, labels, "speaker", mode, data_root, manifest)
-                  for name in candidates}
-        chosen[speaker] = best(scores)
-        log_selection(args.runs_dir, {"grid": args.grid, "config": config, "corpus": args.corpus, "without": speaker,
-                                      "scores": scores, "chosen": chosen[speaker]})
+        chosen[speaker], scores = choose(cfgs, inner, labels, "speaker", mode, data_root, manifest, args.runs_dir,
+                                         {**record, "without": speaker})
         print(f"{config} without speaker {speaker}: chose {chosen[speaker]} (inner UAR {scores[chosen[speaker]]:.3f})",
               flush=True)
     kept, seconds, params = [], 0.0, 0
     for name in dict.fromkeys(chosen.values()):
         run = run_name(f"{config}~sel_{name}")
-        summary = run_cv(cfg_of(name), "loso", run, args.runs_dir, progress=False,
+        summary = run_cv(cfgs[name], "loso", run, args.runs_dir, progress=False,
                          new_name_hint="pass another --runs-dir (this benchmark names its runs <corpus>_<config>)")
         mine = {s for s, c in chosen.items() if c == name}
         kept += [r for r in pooled_predictions(args.runs_dir / run).values() if r["speaker"] in mine]
@@ -261,11 +256,10 @@ def selected(config: str, args, root: Path, run_name) -> dict:
             if set(f["held_out_speakers"]) <= mine:
                 m = json.loads((args.runs_dir / run / f"fold_{f['fold']:02d}" / "metrics.json").read_text())
                 seconds, params = seconds + m["train_seconds"], max(params, m["parameters"])  # the largest chosen
-    everywhere = {name: inner_uar(cfg_of(name), rows, labels, "speaker", mode, data_root, manifest) for name in candidates}
-    log_selection(args.runs_dir, {"grid": args.grid, "config": config, "corpus": args.corpus, "without": None,
-                                  "scores": everywhere, "chosen": best(everywhere)})
-    print(f"{config} over all speakers: {best(everywhere)} (LOSO UAR {everywhere[best(everywhere)]:.3f}; the shipped "
-          f"settings' candidate, if in the grid, is among those in selection.jsonl)", flush=True)
+    overall, everywhere = choose(cfgs, rows, labels, "speaker", mode, data_root, manifest, args.runs_dir,
+                                 {**record, "without": None})
+    print(f"{config} over all speakers: {overall} (LOSO UAR {everywhere[overall]:.3f}; the shipped settings' "
+          f"candidate, if in the grid, is among those in selection.jsonl)", flush=True)
     # the held-out speakers' predictions as one LOSO directory's, so --ensemble can fuse them as a member
     from emodet.core.io import atomic_write_csv, atomic_write_json
 
@@ -277,9 +271,7 @@ def selected(config: str, args, root: Path, run_name) -> dict:
                                                "over_all_speakers": everywhere})
     index = {lab: i for i, lab in enumerate(labels)}
     pooled = classification_metrics([index[r["label"]] for r in kept], [index[r["predicted"]] for r in kept], labels)
-    per = [classification_metrics([index[r["label"]] for r in kept if r["speaker"] == s],
-                                  [index[r["predicted"]] for r in kept if r["speaker"] == s], labels)["uar"]
-           for s in chosen]
+    per = list(per_group_uar(kept, labels, "speaker").values())  # one speaker a fold: the folds' UARs
     summary = {"pooled": pooled, "uar_mean": float(np.mean(per)), "uar_std": float(np.std(per)), "chosen": chosen}
     return {"summary": summary, "seconds": seconds, "params": params, "labels": labels}
 

@@ -36,7 +36,7 @@ from emodet.evaluation.metrics import classification_metrics
 from emodet.workflows.cv import run_cv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared selection
-from _selection import best, grid, inner_uar, log_selection  # noqa: E402
+from _selection import choose, grid  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -125,13 +125,10 @@ def select(config: str, condition: str, manifest: Path, runs_dir: Path, cache_di
     the corpora other than ``target`` (all three when ``target`` is None); returns ``(candidate, its inner
     UAR)``. The inner fits: bench/_selection.py."""
     rows = [r for r in rows_of(manifest) if target is None or r["corpus"] != target]
-    scores = {}
-    for name, extra in GRIDS[grid_name].items():
-        cfg = load_config(REPO / "configs" / f"{config}.yaml", [f"features.cache_dir={cache_dir}", *overrides, *extra])
-        scores[name] = inner_uar(cfg, rows, LABELS, "corpus", CONDITIONS[condition], None, manifest)
-    chosen = best(scores)
-    log_selection(runs_dir, {"grid": grid_name, "config": config, "condition": condition, "without": target,
-                             "scores": scores, "chosen": chosen})
+    cfgs = {name: load_config(REPO / "configs" / f"{config}.yaml", [f"features.cache_dir={cache_dir}", *overrides, *extra])
+            for name, extra in GRIDS[grid_name].items()}
+    chosen, scores = choose(cfgs, rows, LABELS, "corpus", CONDITIONS[condition], None, manifest, runs_dir,
+                            {"grid": grid_name, "config": config, "condition": condition, "without": target})
     return chosen, scores[chosen]
 
 
