@@ -122,8 +122,9 @@ def cmd_cv(args) -> int:
     args.interrupt_hint = "rerun the same command to resume: finished folds are kept, a cut fold continues"
     summary = run_cv(config_from_args(args), args.folds, args.run_name, args.runs_dir, progress=progress_of(args))
     cv_dir = Path(args.runs_dir) / args.run_name
-    kind = "" if str(args.folds).isdigit() else f" ({args.folds})"  # "10 folds (loso)", "3 folds", never "3 folds (3)"
-    print(f"{args.run_name}: {summary['n_folds']} folds{kind}; UAR {summary['uar_mean']:.3f} +- "
+    from ..evaluation.report_parts import folds_phrase
+
+    print(f"{args.run_name}: {folds_phrase(summary['n_folds'], args.folds)}; UAR {summary['uar_mean']:.3f} +- "
           f"{summary['uar_std']:.3f} over folds; pooled {figures(summary['pooled'])} -> {cv_dir / 'cv_summary.json'} "
           f"(plots: confusion_matrix.png, per_speaker_uar.png)")
     report_or_warn(cv_dir, args)

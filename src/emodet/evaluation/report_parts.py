@@ -67,6 +67,10 @@ def benchmark_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.json") if is_table(p))
 
 
+def folds_phrase(n_folds: int, spec) -> str:
+    """A cross-validation's folds in words: "10 folds (loso)", "3 folds (corpus)", "3 folds" (never "3 folds (3)")."""
+    return f"{n_folds} folds" + ("" if str(spec).isdigit() else f" ({spec})")
+
 @dataclass
 class Evaluated:
     """The figures of one directory: ``block`` as in metrics.json (uar, wa, macro_f1, per_class,
@@ -96,8 +100,7 @@ def evaluated(path: str | Path) -> Evaluated:
         s = read_json(path / "cv_summary.json")
         runs = [path / f"fold_{f['fold']:02d}" for f in s["folds"]]
         return Evaluated(kind, path, s["pooled"]["labels"], s["pooled"], read_csv(path / "predictions_pooled.csv"),
-                         f"pooled held-out predictions of {s['n_folds']} folds"
-                         + ("" if str(s["folds_spec"]).isdigit() else f" ({s['folds_spec']})"), runs,
+                         f"pooled held-out predictions of {folds_phrase(s['n_folds'], s['folds_spec'])}", runs,
                          extra={"summary": s})
     if kind == "ensemble":
         return _ensemble(path)
