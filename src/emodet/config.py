@@ -126,6 +126,9 @@ class DistillConfig(Section):
     temperature: float = option(2.0, *NUM)
     unlabelled: str | None = option(None, *OPT_STR)  # a folder or CSV (path column) of recordings the teacher labels
     unlabelled_max: int = option(0, int)  # a seeded random subset of that many (0: all)
+    # an augmented copy's target: the teacher's outputs on the copy's own audio, or on the clean recording it
+    # came from (the student learns to answer on degraded audio what the teacher answers on clean audio)
+    copy_targets: str = option("own", str, choices=("own", "clean"))
 
 
 @dataclass

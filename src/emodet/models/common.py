@@ -29,6 +29,14 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
 
+def centre_bands(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``x (B, F, T)`` less each item's mean of every band over its valid frames (padding set to 0): on log
+    features a gain or a fixed channel colouring is an offset per band, and it goes (cepstral mean
+    normalisation); it needs nothing but the recording itself."""
+    mask = length_mask(lengths, x.shape[-1])
+    return (x - masked_mean(x, mask)[..., None]) * mask[:, None, :].to(x.dtype)
+
+
 def masked_mean_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x (B, C, T)``, ``mask (B, T)`` -> ``(B, 2C)`` mean and standard deviation over valid frames."""
     m = mask[:, None, :].to(x.dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import conv_lengths, full_lengths, length_mask, masked_mean_std
+from .common import centre_bands, conv_lengths, full_lengths, length_mask, masked_mean_std
 from .registry import register_model
 
 
@@ -29,12 +29,14 @@ class _Block(nn.Module):
 @register_model("dscnn", presets={"base": {"channels": (32, 64, 128, 256)}, "tiny": {"channels": (32, 64, 96, 128)}})
 class DepthwiseSeparableCNN(nn.Module):
     """``(B, F, T)`` -> ``(B, n_classes)``; a stem of stride ``stem_stride`` (2; 4 quarters the blocks' work), then
-    one block a channel width (stride 2 from the second on), mean and standard deviation of the valid frames."""
+    one block a channel width (stride 2 from the second on), mean and standard deviation of the valid frames.
+    ``centre_bands``: first take each recording's own mean of every band away (a gain or microphone colouring
+    on log-mel goes; the level and spectral tilt of the recording go with it)."""
 
     def __init__(self, n_classes: int, n_features: int, channels=(32, 64, 128, 256), dropout: float = 0.3,
-                 stem_stride: int = 2):
+                 stem_stride: int = 2, centre_bands: bool = False):
         super().__init__()
-        self.stem_stride = int(stem_stride)
+        self.stem_stride, self.centre = int(stem_stride), bool(centre_bands)
         self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, stride=self.stem_stride, padding=1, bias=False),
                                   nn.BatchNorm2d(channels[0]), nn.ReLU())
         self.blocks = nn.ModuleList(_Block(a, b, 1 if i == 0 else 2)
@@ -44,6 +46,8 @@ class DepthwiseSeparableCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         lengths = full_lengths(x, lengths)
+        if self.centre:
+            x = centre_bands(x, lengths)
         h = self.stem(x[:, None])
         lengths = conv_lengths(lengths, self.stem_stride)
         for block in self.blocks:

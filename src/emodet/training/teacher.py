@@ -7,7 +7,9 @@ Two kinds, chosen by ``load_teacher``:
 - ``RecordingTeacher``: it uses other features (an MLP on openSMILE functionals, or a pretrained
   encoder, teaching a log-mel CNN): its logits are computed once a training recording from its own
   inputs and ride along in the batch (``batch[3]``); an augmented training copy (speed, noise, room,
-  codec) is given to the teacher augmented the same way.
+  codec) is given to the teacher augmented the same way (``training.distill.copy_targets: own``) or
+  takes the teacher's outputs on the clean recording it came from (``clean``: for a teacher that is
+  not robust itself, whose answers on noisy audio are worse than its answers on the clean original).
 
 A teacher that trained or validated on one of the student's test speakers is refused: its outputs
 would leak them.
@@ -76,8 +78,9 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
                          "e.g. the matching fold of a cross-validation)")
     info = load_run(path)
     model = load_predictor(path, device)
+    clean_copies = cfg.training.distill.copy_targets == "clean" and any(r.get("variant") for r in train_rows)
     if (info.feature, info.feature_params, info.sample_rate, info.normalizer) == \
-            (data.cache.feature, data.cache.params, data.cache.sr, normalizer):
+            (data.cache.feature, data.cache.params, data.cache.sr, normalizer) and not clean_copies:
         return BatchTeacher(model)
     if sorted(info.labels) != sorted(data.labels):
         raise UsageError(f"training.distill.teacher {path}: its labels ({', '.join(info.labels)}) differ from the "
@@ -93,6 +96,8 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
                             speed=getattr(student_cache, "speed", None), augment=getattr(student_cache, "augment", None))
 
     variants = {name: teacher_cache(c) for name, c in data.variant_caches.items()}
+    if clean_copies:  # each copy takes the teacher's outputs on its original (the same path, no variant)
+        train_rows = [{k: v for k, v in r.items() if k not in ("variant", "speed")} for r in train_rows]
     logits = predict_rows(model, train_rows, data.root, data.manifest_path, info.labels, teacher_cache(),
                           info.normalizer, variant_caches=variants)
     order = [info.labels.index(label) for label in data.labels]
