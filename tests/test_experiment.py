@@ -135,7 +135,8 @@ def test_speed_perturbation_adds_training_copies_only(tmp_path, synth_corpus):
 @pytest.mark.slow
 def test_a_teacher_on_other_features_sees_augmented_copies_augmented_alike(tmp_path, trained_runs, synth_corpus):
     """An MLP on MFCC statistics teaching a log-mel student trained with a noisy copy of each recording: the
-    teacher's outputs for a copy come from its own features of the same noisy audio."""
+    teacher's outputs for a copy come from its own features of the same noisy audio, or with
+    ``training.distill.copy_targets: clean`` from the clean recording the copy came from."""
     import dataclasses
 
     import numpy as np
@@ -160,6 +161,13 @@ def test_a_teacher_on_other_features_sees_augmented_copies_augmented_alike(tmp_p
     assert isinstance(teacher, RecordingTeacher) and teacher.logits.shape == (len(train), len(data.labels))
     half = len(train) // 2
     assert not np.allclose(teacher.logits[:half].numpy(), teacher.logits[half:].numpy(), atol=1e-3)
+    # copy_targets: clean: a copy takes the teacher's outputs on the clean recording it came from
+    clean = dataclasses.replace(cfg, training=dataclasses.replace(
+        cfg.training, distill=dataclasses.replace(cfg.training.distill, copy_targets="clean")))
+    clean_teacher = load_teacher(clean, data, train, set(), normalizer)
+    assert isinstance(clean_teacher, RecordingTeacher)
+    np.testing.assert_allclose(clean_teacher.logits[half:].numpy(), teacher.logits[:half].numpy(), atol=1e-5)
+    np.testing.assert_allclose(clean_teacher.logits[:half].numpy(), teacher.logits[:half].numpy(), atol=1e-5)
 
 
 def test_unlabelled_recordings_are_learnt_from_the_teacher_alone(tmp_path, trained_runs, synth_corpus, monkeypatch):

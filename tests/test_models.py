@@ -39,7 +39,8 @@ def test_forward_backward_shapes(name, preset):
         assert count_parameters(model) * 4 < 1_000_000, "tiny preset must stay under 1 MB of float32 weights"
 
 
-@pytest.mark.parametrize("name,extra", [(name, {}) for name in FAMILIES] + [("dscnn", {"stem_stride": 4})])
+@pytest.mark.parametrize("name,extra", [(name, {}) for name in FAMILIES] + [("dscnn", {"stem_stride": 4}),
+                                                                           ("dscnn", {"centre_bands": True})])
 def test_padding_does_not_change_predictions(name, extra):
     """An item gives the same logits alone as zero-padded in a batch (evaluation is batch-independent)."""
     torch.manual_seed(1)
@@ -49,6 +50,22 @@ def test_padding_does_not_change_predictions(name, extra):
     batched = model(x, lengths)
     alone = torch.cat([model(x[i:i + 1, :, : lengths[i]], lengths[i:i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_centred_bands_take_a_gain_and_a_channel_colouring_away():
+    """dscnn's centre_bands: an offset per band (on log-mel, a gain or a fixed microphone response) changes
+    nothing, padding included; without it the same offset changes the answer."""
+    torch.manual_seed(3)
+    centred = build_model("dscnn", 4, (32, 120), preset="tiny", centre_bands=True).eval()
+    plain = build_model("dscnn", 4, (32, 120), preset="tiny").eval()
+    plain.load_state_dict(centred.state_dict())
+    lengths = torch.tensor([120, 50])
+    mask = (torch.arange(120)[None, None, :] < lengths[:, None, None]).float()
+    x = torch.randn(2, 32, 120) * mask
+    offset = torch.linspace(-30, 10, 32)[None, :, None] * mask  # on valid frames only, as padding stays 0
+    torch.testing.assert_close(centred(x + offset, lengths), centred(x, lengths), atol=1e-4, rtol=1e-4)
+    # (an untrained network's logits are small: the change is measured against their size)
+    assert (plain(x + offset, lengths) - plain(x, lengths)).abs().max() > 0.02 * plain(x, lengths).abs().max()
 
 
 def test_fc_on_functionals():
@@ -61,6 +78,7 @@ SLOW = pytest.mark.slow
 
 @pytest.mark.parametrize("name,extra", [("fc", {}), ("cnn", {}), pytest.param("dscnn", {}, marks=SLOW),  # dscnn: also
                                         # tests/test_export.py's edge student, front end included
+                                        pytest.param("dscnn", {"centre_bands": True}, marks=SLOW),
                                         pytest.param("cnn", {"pooling": "meanstd"}, marks=SLOW),
                                         pytest.param("resnet", {}, marks=SLOW), pytest.param("lstm", {}, marks=SLOW),
                                         pytest.param("crnn", {}, marks=SLOW)])
