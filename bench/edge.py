@@ -43,7 +43,7 @@ import torch
 
 from emodet.core.audio import load_audio
 from emodet.data.manifest import read_manifest, resolve_path
-from emodet.core.errors import EmodetError
+from emodet.core.errors import EmodetError, UsageError
 from emodet.evaluation.metrics import classification_metrics
 from emodet.export.onnx import DeployModel, export_run
 from emodet.runtime import EmotionPredictor
@@ -311,19 +311,26 @@ def main() -> int:
         return 0
     run = args.run or next(iter(sorted(args.cv_dir.glob("fold_*"))), None)
     if run is None:
-        print("no run: pass --run RUN_DIR or run bench/accuracy.py --configs cnn_logmel first")
-        return 0
+        raise UsageError(f"no run in {args.cv_dir}: pass --cv-dir with a LOSO directory of emodet cv, --run RUN_DIR, "
+                         "or run bench/accuracy.py --configs cnn_logmel first")
+    if args.run is not None and not (args.run / "config.yaml").is_file():
+        raise UsageError(f"--run {args.run}: not a run directory (no config.yaml)")
+    empty = [d for d in args.compare if not any(d.glob("fold_*/metrics.json"))]
+    if empty:
+        raise UsageError(f"--compare {', '.join(map(str, empty))}: no finished folds (a LOSO directory of emodet cv)")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.fused_only:
             table = {}
             for cv_dir in [args.cv_dir, *args.compare]:
                 first = run if cv_dir == args.cv_dir else next(iter(sorted(cv_dir.glob("fold_*"))))
-                table[cv_dir.name] = {**latency(first, Path(tmp), args.repeats),
-                                      **(quantisation_cost(cv_dir, Path(tmp)) or {})}
+                # with --run, --cv-dir's size and latency are that run's (its UARs stay the directory's)
+                name = f"{cv_dir.name} (size, ms: {run.name})" if cv_dir == args.cv_dir and args.run else cv_dir.name
+                table[name] = {**latency(first, Path(tmp), args.repeats),
+                               **(quantisation_cost(cv_dir, Path(tmp)) or {})}
             if args.compare:
-                print(f"\n{'model (LOSO dir)':<40}{'MB fp32':>9}{'MB int8':>9}{'p50 ms':>8}{'UAR fp32':>10}{'UAR int8':>10}")
+                print(f"\n{'model (LOSO dir)':<40} {'MB fp32':>9}{'MB int8':>9}{'p50 ms':>8}{'UAR fp32':>10}{'UAR int8':>10}")
                 for name, t in table.items():
-                    print(f"{name:<40}{t['mb_fp32']:>9.3f}{t['mb_int8']:>9.3f}{t['p50_fp32']:>8.2f}"
+                    print(f"{name:<40} {t['mb_fp32']:>9.3f}{t['mb_int8']:>9.3f}{t['p50_fp32']:>8.2f}"
                           f"{t.get('uar_fp32', float('nan')):>10.3f}{t.get('uar_int8', float('nan')):>10.3f}")
         if args.fuse:
             fused_model([args.cv_dir, *args.fuse], Path(tmp), args.repeats)

@@ -131,3 +131,20 @@ def test_nuisance_attribute_projection_removes_speaker_directions():
     np.testing.assert_allclose(back(feats["0/1"], rows[1]), norm(feats["0/1"], rows[1]), atol=1e-5)
     with pytest.raises(UsageError, match="needs more than 8 training speakers"):
         Normalizer.fit("global", rows, lambda r: feats[r["path"]], nap=8)
+
+
+def test_nap_beyond_the_training_speakers_is_refused_before_any_feature(tmp_path, synth_corpus):
+    """data.nap needs more training speakers than directions: said before the feature pass, naming the largest
+    value that works (it used to come after every recording's features)."""
+    from pathlib import Path
+
+    from emodet.config import load_config
+    from emodet.data.prepare import prepare_data
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "fc_mfcc.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=0", "data.split.test=1", "data.nap=2",
+        f"features.cache_dir={tmp_path / 'c'}"])
+    with pytest.raises(UsageError, match=r"data.nap 2: .* the data has 2 \(set data.nap to at most 1, or 0"):
+        prepare_data(cfg, progress=False)
+    assert not list(tmp_path.rglob("*.npy"))

@@ -44,6 +44,13 @@ def norm_group(mode: str, row: dict) -> str:
     return f"{row.get('corpus') or 'corpus'}{variant}"
 
 
+def check_nap(k: int, speakers: int) -> None:
+    """``data.nap`` ``k`` needs more than ``k`` training speakers (``UsageError`` naming the largest that works)."""
+    if k and speakers <= k:
+        raise UsageError(f"data.nap {k}: projecting out {k} speaker directions needs more than {k} training "
+                         f"speakers; the data has {speakers} (set data.nap to at most {max(speakers - 1, 0)}, or 0 for none)")
+
+
 @dataclass
 class Normalizer:
     """``normalizer(features (F, T), row) -> (F, T)``; ``fit`` takes the statistics, ``to_dict`` what a run saves."""
@@ -78,10 +85,8 @@ class Normalizer:
         speakers: dict[str, list[np.ndarray]] = {}
         for r in rows:
             speakers.setdefault(r["speaker"], []).append(self(np.asarray(load(r), np.float64), r).mean(1))
+        check_nap(k, len(speakers))
         means = np.stack([np.mean(v, 0) for v in speakers.values()])
-        if len(means) <= k:
-            raise UsageError(f"data.nap {k}: projecting out {k} speaker directions needs more than {k} training "
-                             f"speakers; the data has {len(means)} (set data.nap to at most {len(means) - 1}, or 0 for none)")
         _, _, vt = np.linalg.svd(means - means.mean(0), full_matrices=False)
         return vt[:k].T.astype(np.float32)
 

@@ -25,7 +25,7 @@ from .corpora import CORPUS_NAMES, prepare_corpus
 from .dataset import locate, row_cache
 from .labels import CANONICAL_LABELS, load_label_map
 from .manifest import read_manifest, resolve_path, write_manifest
-from .normalize import Normalizer
+from .normalize import Normalizer, check_nap
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
         return FeatureCache(f.cache_dir, f.type, f.params, sr=cfg.data.sample_rate, speed=speed, augment=augment)
 
     check_babble_pool(cfg.training.augment.waveform, rows)  # before the (maybe long) feature pass
+    check_nap(cfg.data.nap, len({r["speaker"] for r in rows if r.get("split") == "train"}))
     cache = new_cache()
     rows, skipped = build_features(cache, rows, root, manifest_path, cfg.features.plugins, progress)
     for s in skipped:
