@@ -46,6 +46,7 @@ from emodet.data.manifest import read_manifest, resolve_path
 from emodet.core.errors import EmodetError, UsageError
 from emodet.evaluation.metrics import classification_metrics
 from emodet.export.onnx import DeployModel, export_run
+from emodet.runs import load_run
 from emodet.runtime import EmotionPredictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def ort_session(path):
 
 def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
     from emodet.features import get_feature_spec
-    from emodet.runs import load_predictor, load_run
+    from emodet.runs import load_predictor
 
     report = export_run(run_dir, out_dir / "m.onnx", with_features=True, quantize="int8")
     info = load_run(run_dir)
@@ -149,8 +150,6 @@ def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
 
 def held_out_rows(fold: Path) -> tuple[list[dict], list[str]]:
     """The held-out speaker's manifest rows of a fold and their file paths."""
-    from emodet.runs import load_run
-
     rows = [r for r in read_manifest(fold / "manifest.csv") if r["split"] == "test"]
     root = load_run(fold).data_root
     return rows, [str(resolve_path(r["path"], root, fold / "manifest.csv")) for r in rows]
@@ -158,7 +157,6 @@ def held_out_rows(fold: Path) -> tuple[list[dict], list[str]]:
 
 def fused_model(cv_dirs: list[Path], out_dir: Path, repeats: int) -> None:
     from emodet.features import get_feature_spec
-    from emodet.runs import load_run
     from emodet.runtime import FusedPredictor
 
     fold_names = [sorted(p.name for p in d.glob("fold_*") if (p / "metrics.json").exists()) for d in cv_dirs]
@@ -309,22 +307,25 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             architecture_search(Path(tmp), args.repeats)
         return 0
-    run = args.run or next(iter(sorted(args.cv_dir.glob("fold_*"))), None)
+    def first_fold(cv_dir: Path) -> Path | None:  # the first finished fold
+        return next(iter(sorted(p.parent for p in cv_dir.glob("fold_*/metrics.json"))), None)
+
+    run = args.run or first_fold(args.cv_dir)
     if run is None:
-        raise UsageError(f"no run in {args.cv_dir}: pass --cv-dir with a LOSO directory of emodet cv, --run RUN_DIR, "
-                         "or run bench/accuracy.py --configs cnn_logmel first")
-    if args.run is not None and not (args.run / "config.yaml").is_file():
-        raise UsageError(f"--run {args.run}: not a run directory (no config.yaml)")
-    empty = [d for d in args.compare if not any(d.glob("fold_*/metrics.json"))]
+        raise UsageError(f"no finished fold in {args.cv_dir}: pass --cv-dir with a LOSO directory of emodet cv, "
+                         "--run RUN_DIR, or run bench/accuracy.py --configs cnn_logmel first")
+    if args.run is not None:
+        load_run(args.run)  # a run or ensemble directory, or a clear error
+    empty = [d for d in args.compare if first_fold(d) is None]
     if empty:
         raise UsageError(f"--compare {', '.join(map(str, empty))}: no finished folds (a LOSO directory of emodet cv)")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.fused_only:
             table = {}
             for cv_dir in [args.cv_dir, *args.compare]:
-                first = run if cv_dir == args.cv_dir else next(iter(sorted(cv_dir.glob("fold_*"))))
+                first = run if cv_dir == args.cv_dir else first_fold(cv_dir)
                 # with --run, --cv-dir's size and latency are that run's (its UARs stay the directory's)
-                name = f"{cv_dir.name} (size, ms: {run.name})" if cv_dir == args.cv_dir and args.run else cv_dir.name
+                name = f"{cv_dir.name} (size, ms: {run})" if cv_dir == args.cv_dir and args.run else cv_dir.name
                 table[name] = {**latency(first, Path(tmp), args.repeats),
                                **(quantisation_cost(cv_dir, Path(tmp)) or {})}
             if args.compare:

@@ -170,6 +170,44 @@ def test_a_teacher_on_other_features_sees_augmented_copies_augmented_alike(tmp_p
     np.testing.assert_allclose(clean_teacher.logits[:half].numpy(), teacher.logits[:half].numpy(), atol=1e-5)
 
 
+def test_clean_copy_targets_with_a_teacher_on_the_students_own_features(tmp_path, trained_runs, synth_corpus):
+    """A teacher on the student's features and normalisation runs on the student's batches; with
+    copy_targets: clean and speed copies it answers once per clean recording, each copy taking its original's
+    outputs, and mixup is refused naming copy_targets."""
+    import dataclasses
+
+    import numpy as np
+
+    from emodet.config import load_config
+    from emodet.core.errors import UsageError
+    from emodet.data.prepare import fit_normalizer, prepare_data
+    from emodet.training.teacher import BatchTeacher, RecordingTeacher, load_teacher
+
+    cfg = load_config(REPO / "configs" / "cnn_logmel.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "training.augment.speed=[0.9]",
+        f"training.distill.teacher={trained_runs / 'cnn'}", f"features.cache_dir={tmp_path / 'c'}"])
+    data = prepare_data(cfg, progress=False)
+    train = [r for r in data.rows if r["split"] == "train"]
+    rows = train + data.augmented
+    normalizer = fit_normalizer(cfg, data).to_dict()
+    assert isinstance(load_teacher(cfg, data, rows, set(), normalizer), BatchTeacher)
+
+    def with_distill(mixup=0.0, **kw):
+        return dataclasses.replace(cfg, training=dataclasses.replace(
+            cfg.training, distill=dataclasses.replace(cfg.training.distill, **kw),
+            augment=dataclasses.replace(cfg.training.augment, mixup=mixup)))
+
+    clean = load_teacher(with_distill(copy_targets="clean"), data, rows, set(), normalizer)
+    assert isinstance(clean, RecordingTeacher) and clean.logits.shape == (len(rows), len(data.labels))
+    by_path = {r["path"]: i for i, r in enumerate(train)}
+    copies = [by_path[r["path"]] for r in data.augmented]
+    assert len(copies) == len(train)
+    np.testing.assert_allclose(clean.logits[len(train):].numpy(), clean.logits[copies].numpy(), atol=1e-6)
+    assert clean.logits[:len(train)].std(0).min() > 1e-4  # the recordings themselves told apart
+    with pytest.raises(UsageError, match="copy_targets: clean"):
+        load_teacher(with_distill(copy_targets="clean", mixup=0.2), data, rows, set(), normalizer)
+
+
 def test_unlabelled_recordings_are_learnt_from_the_teacher_alone(tmp_path, trained_runs, synth_corpus, monkeypatch):
     """--unlabelled DIR: recordings without labels join the student's training set with the teacher's outputs as
     their only target (the hard-label term skips them, the distillation term does not); a labelled recording of the

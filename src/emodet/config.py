@@ -198,6 +198,8 @@ class Config(Section):
             raise UsageError(f"training.distill.unlabelled_max must be 0 (all) or a count, got {t.distill.unlabelled_max}")
         check_speed_factors(t.augment.speed, "training.augment.speed")
         check_waveform_augment(t.augment.waveform)
+        if d.nap < 0:
+            raise UsageError(f"data.nap must be 0 (none) or a number of speaker directions, got {d.nap}")
         if d.max_seconds is not None and d.max_seconds <= 0:
             raise UsageError(f"data.max_seconds must be positive or null, got {d.max_seconds}")
         if d.labels is not None and (len(d.labels) < 2 or not all(isinstance(x, str) for x in d.labels)):

@@ -46,6 +46,8 @@ def norm_group(mode: str, row: dict) -> str:
 
 def check_nap(k: int, speakers: int) -> None:
     """``data.nap`` ``k`` needs more than ``k`` training speakers (``UsageError`` naming the largest that works)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise UsageError(f"data.nap must be 0 (none) or a number of speaker directions, got {k!r}")
     if k and speakers <= k:
         raise UsageError(f"data.nap {k}: projecting out {k} speaker directions needs more than {k} training "
                          f"speakers; the data has {speakers} (set data.nap to at most {max(speakers - 1, 0)}, or 0 for none)")

@@ -30,13 +30,17 @@ class _Block(nn.Module):
 class DepthwiseSeparableCNN(nn.Module):
     """``(B, F, T)`` -> ``(B, n_classes)``; a stem of stride ``stem_stride`` (2; 4 quarters the blocks' work), then
     one block a channel width (stride 2 from the second on), mean and standard deviation of the valid frames.
-    ``centre_bands``: first take each recording's own mean of every band away (a gain or microphone colouring
-    on log-mel goes; the level and spectral tilt of the recording go with it)."""
+    ``centre_bands``: first take each item's own mean of every band over its valid frames away (the training
+    crop's, or the whole recording's in evaluation and deployment): a gain on log-mel goes exactly, a fixed
+    microphone colouring nearly (the 80 dB floor moves with it); the level and spectral tilt of the recording
+    go with them. For frame-level features (log-mel, MFCC): on one-frame features it leaves zeros."""
 
     def __init__(self, n_classes: int, n_features: int, channels=(32, 64, 128, 256), dropout: float = 0.3,
                  stem_stride: int = 2, centre_bands: bool = False):
         super().__init__()
-        self.stem_stride, self.centre = int(stem_stride), bool(centre_bands)
+        if not isinstance(centre_bands, bool):  # a quoted "false" would be true
+            raise ValueError(f"centre_bands must be true or false, got {centre_bands!r}")
+        self.stem_stride, self.centre = int(stem_stride), centre_bands
         self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, stride=self.stem_stride, padding=1, bias=False),
                                   nn.BatchNorm2d(channels[0]), nn.ReLU())
         self.blocks = nn.ModuleList(_Block(a, b, 1 if i == 0 else 2)

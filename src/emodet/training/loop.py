@@ -61,6 +61,8 @@ def train_loop(model: nn.Module, train_loader, val_loader, cfg: TrainingConfig, 
     """
     device = resolve_device(cfg.device)
     model.to(device)
+    if isinstance(teacher, BatchTeacher):  # it runs on the student's batches, where they are
+        teacher.model.to(device)
     seed_everything(cfg.seed)
     criterion = make_loss(cfg, targets, len(labels), device)
     optimizer = make_optimizer(model, cfg, targets)

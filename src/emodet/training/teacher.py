@@ -3,7 +3,9 @@
 Two kinds, chosen by ``load_teacher``:
 
 - ``BatchTeacher``: the teacher shares the student's features and normalisation, so it runs on the
-  student's batches (augmentation included): ``teacher(x, lengths) -> logits``.
+  student's batches (augmentation included): ``teacher(x, lengths) -> logits``; with
+  ``copy_targets: clean`` and augmented copies it is a ``RecordingTeacher`` instead (whole recordings,
+  no SpecAugment), as the copies' targets must come from other audio than the batch holds.
 - ``RecordingTeacher``: it uses other features (an MLP on openSMILE functionals, or a pretrained
   encoder, teaching a log-mel CNN): its logits are computed once a training recording from its own
   inputs and ride along in the batch (``batch[3]``); an augmented training copy (speed, noise, room,
@@ -18,11 +20,14 @@ would leak them.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from ..core.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 class BatchTeacher:
@@ -79,6 +84,8 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
     info = load_run(path)
     model = load_predictor(path, device)
     clean_copies = cfg.training.distill.copy_targets == "clean" and any(r.get("variant") for r in train_rows)
+    if cfg.training.distill.copy_targets == "clean" and not clean_copies:
+        log.info("  training.distill.copy_targets: clean changes nothing: this run has no augmented copies")
     if (info.feature, info.feature_params, info.sample_rate, info.normalizer) == \
             (data.cache.feature, data.cache.params, data.cache.sr, normalizer) and not clean_copies:
         return BatchTeacher(model)
@@ -86,6 +93,9 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
         raise UsageError(f"training.distill.teacher {path}: its labels ({', '.join(info.labels)}) differ from the "
                          f"student's ({', '.join(data.labels)})")
     if cfg.training.augment.mixup:
+        if clean_copies:
+            raise UsageError("training.augment.mixup cannot be combined with training.distill.copy_targets: clean (the "
+                             "teacher's outputs are then per recording); set mixup to 0 or copy_targets: own")
         raise UsageError("training.augment.mixup cannot be combined with a teacher on other features or normalisation "
                          "(its outputs are per recording); set mixup to 0 or use a teacher with the student's features "
                          "and normalisation")
@@ -96,9 +106,17 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
                             speed=getattr(student_cache, "speed", None), augment=getattr(student_cache, "augment", None))
 
     variants = {name: teacher_cache(c) for name, c in data.variant_caches.items()}
-    if clean_copies:  # each copy takes the teacher's outputs on its original (the same path, no variant)
-        train_rows = [{k: v for k, v in r.items() if k not in ("variant", "speed")} for r in train_rows]
-    logits = predict_rows(model, train_rows, data.root, data.manifest_path, info.labels, teacher_cache(),
-                          info.normalizer, variant_caches=variants)
+    index = list(range(len(train_rows)))
+    if clean_copies:  # each copy takes the teacher's outputs on its original (the same path, no variant), once
+        first = {}
+        for i, r in enumerate(train_rows):
+            first.setdefault((r["path"], r.get("variant")), i)
+        index = [first.get((r["path"], None), i) for i, r in enumerate(train_rows)]
+    unique = sorted(set(index))
+    logits = predict_rows(model, [train_rows[i] for i in unique], data.root, data.manifest_path, info.labels,
+                          teacher_cache(), info.normalizer, variant_caches=variants)
+    if len(unique) < len(index):
+        position = {i: k for k, i in enumerate(unique)}
+        logits = logits[[position[i] for i in index]]
     order = [info.labels.index(label) for label in data.labels]
     return RecordingTeacher(logits[:, order].contiguous())
