@@ -310,6 +310,9 @@ def main() -> int:
     def first_fold(cv_dir: Path) -> Path | None:  # the first finished fold
         return next(iter(sorted(p.parent for p in cv_dir.glob("fold_*/metrics.json"))), None)
 
+    missing = [d for d in [args.cv_dir, *args.compare, *([args.run] if args.run else [])] if not d.exists()]
+    if missing:
+        raise UsageError(f"{', '.join(map(str, missing))}: no such folder")
     run = args.run or first_fold(args.cv_dir)
     if run is None:
         raise UsageError(f"no finished fold in {args.cv_dir}: pass --cv-dir with a LOSO directory of emodet cv, "

@@ -99,6 +99,13 @@ def test_kfold_request_larger_than_speakers_is_refused(tmp_path, synth_corpus):
                 "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set",
                 f"features.cache_dir={tmp_path / 'c'}", *FAST)
     assert three.returncode == 0 and "cv3: 3 folds; UAR" in three.stdout, three.stderr  # not "3 folds (3)"
+    # a value only a fold can check (NAP needs more training speakers than directions): refused in the first
+    # fold, and no folder left behind to block the corrected rerun under the same name
+    nap = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv_nap",
+              "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "data.nap=2", "--set",
+              "data.split.val=0", "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
+    assert nap.returncode == 2 and "data.nap 2:" in nap.stderr and "set data.nap to at most 1" in nap.stderr, nap.stderr
+    assert not (tmp_path / "runs" / "cv_nap").exists()
 
 
 def test_evaluate_and_ensemble_cli(tmp_path, synth_corpus):

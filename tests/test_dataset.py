@@ -145,6 +145,6 @@ def test_nap_beyond_the_training_speakers_is_refused_before_any_feature(tmp_path
     cfg = load_config(repo / "configs" / "fc_mfcc.yaml", [
         f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=0", "data.split.test=1", "data.nap=2",
         f"features.cache_dir={tmp_path / 'c'}"])
-    with pytest.raises(UsageError, match=r"data.nap 2: .* the data has 2 \(set data.nap to at most 1, or 0"):
+    with pytest.raises(UsageError, match=r"data.nap 2: .* this run trains on 2 \(set data.nap to at most 1, or 0"):
         prepare_data(cfg, progress=False)
     assert not list(tmp_path.rglob("*.npy"))

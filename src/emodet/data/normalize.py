@@ -50,7 +50,7 @@ def check_nap(k: int, speakers: int) -> None:
         raise UsageError(f"data.nap must be 0 (none) or a number of speaker directions, got {k!r}")
     if k and speakers <= k:
         raise UsageError(f"data.nap {k}: projecting out {k} speaker directions needs more than {k} training "
-                         f"speakers; the data has {speakers} (set data.nap to at most {max(speakers - 1, 0)}, or 0 for none)")
+                         f"speakers; this run trains on {speakers} (set data.nap to at most {max(speakers - 1, 0)}, or 0 for none)")
 
 
 @dataclass

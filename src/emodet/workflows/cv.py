@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -88,7 +89,21 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
         rows = [r for r in rows if r["label"] in cfg.data.labels]
     val = cfg.data.split.val  # 0: every non-held-out speaker trains (fixed-epoch recipes; run_experiment checks)
     assignment = fold_assignment(rows, folds, cfg.data.split.seed, val)  # refused before anything is written
+    created = not cv_dir.exists()
     cv_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_folds(cfg, folds, name, cv_dir, rows, assignment, val, progress, manifest if by_manifest else None)
+    except BaseException:
+        # a first fold refused at its start (a value only a fold can check, Ctrl-C) leaves nothing to resume:
+        # no folder is left to block the corrected rerun under the same name
+        if created and not any(cv_dir.glob("fold_*/metrics.json")) and not any(cv_dir.glob("fold_*/checkpoints/*.pt")):
+            shutil.rmtree(cv_dir, ignore_errors=True)
+        raise
+
+
+def _run_folds(cfg: Config, folds, name: str, cv_dir: Path, rows: list[dict], assignment: dict, val: float, progress,
+               source: Path | None) -> dict:
+    manifest = cv_dir / "manifest.csv"
     if not (cv_dir / "cv_config.json").exists():
         atomic_write_json(cv_dir / "cv_config.json", {"folds": str(folds), "recipe": _recipe(cfg)})
     for r in rows:
@@ -103,7 +118,7 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
         fold_dir = cv_dir / f"fold_{k:02d}"
         log.info("fold %d/%d (%s): held out %s", k + 1, n_folds, fold_dir.name, ", ".join(sorted(held_out)))
         if not (fold_dir / "metrics.json").exists():
-            _run_fold(cfg, rows, held_out, val, k, fold_dir, progress, manifest if by_manifest else None)
+            _run_fold(cfg, rows, held_out, val, k, fold_dir, progress, source)
         m = json.loads((fold_dir / "metrics.json").read_text())
         labels = m["labels"]
         pooled_cm = np.array(m["confusion_matrix"]) + (0 if pooled_cm is None else pooled_cm)
@@ -163,7 +178,7 @@ def _check_same_recipe(cv_dir: Path, cfg: Config, folds, new_name_hint: str) -> 
     diff = [f"--folds ({saved['folds']} before)"] if saved["folds"] != str(folds) else []
     diff += config_differences(old, _recipe(cfg))
     if diff:
-        raise UsageError(f"{cv_dir} holds a cross-validation of another recipe ({', '.join(diff)} differ); "
+        raise UsageError(f"{cv_dir} holds a cross-validation of another recipe ({', '.join(diff)} {'differ' if len(diff) > 1 else 'differs'}); "
                          f"rerun with its config to resume it, or {new_name_hint}")
 
 
