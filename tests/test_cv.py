@@ -65,7 +65,7 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
     sped = cli("cv", "--config", REPO / "configs" / "fc_mfcc.yaml", "--folds", "loso", "--run-name", "cv",
                    "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}",
                    *FAST, "--set", "training.augment.speed=[0.9, 1.1]")
-    assert sped.returncode == 2 and "another recipe (training.augment differ)" in sped.stderr, sped.stderr
+    assert sped.returncode == 2 and "another recipe (training.augment differs)" in sped.stderr, sped.stderr
 
 
 def test_fixed_epoch_recipe_trains_on_every_speaker_but_the_held_out_one(tmp_path, synth_corpus):

@@ -126,9 +126,7 @@ class DistillConfig(Section):
     temperature: float = option(2.0, *NUM)
     unlabelled: str | None = option(None, *OPT_STR)  # a folder or CSV (path column) of recordings the teacher labels
     unlabelled_max: int = option(0, int)  # a seeded random subset of that many (0: all)
-    # an augmented copy's target: the teacher's outputs on the copy's own audio, or on the clean recording it
-    # came from (the student learns to answer on degraded audio what the teacher answers on clean audio)
-    copy_targets: str = option("own", str, choices=("own", "clean"))
+    copy_targets: str = option("own", str, choices=("own", "clean"))  # an augmented copy's: the teacher on it or its original
 
 
 @dataclass
@@ -198,8 +196,6 @@ class Config(Section):
             raise UsageError(f"training.distill.unlabelled_max must be 0 (all) or a count, got {t.distill.unlabelled_max}")
         check_speed_factors(t.augment.speed, "training.augment.speed")
         check_waveform_augment(t.augment.waveform)
-        if d.nap < 0:
-            raise UsageError(f"data.nap must be 0 (none) or a number of speaker directions, got {d.nap}")
         if d.max_seconds is not None and d.max_seconds <= 0:
             raise UsageError(f"data.max_seconds must be positive or null, got {d.max_seconds}")
         if d.labels is not None and (len(d.labels) < 2 or not all(isinstance(x, str) for x in d.labels)):
