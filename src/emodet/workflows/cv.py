@@ -178,7 +178,8 @@ def _check_same_recipe(cv_dir: Path, cfg: Config, folds, new_name_hint: str) -> 
     diff = [f"--folds ({saved['folds']} before)"] if saved["folds"] != str(folds) else []
     diff += config_differences(old, _recipe(cfg))
     if diff:
-        raise UsageError(f"{cv_dir} holds a cross-validation of another recipe ({', '.join(diff)} {'differ' if len(diff) > 1 else 'differs'}); "
+        verb = "differ" if len(diff) > 1 else "differs"
+        raise UsageError(f"{cv_dir} holds a cross-validation of another recipe ({', '.join(diff)} {verb}); "
                          f"rerun with its config to resume it, or {new_name_hint}")
 
 
