@@ -26,6 +26,7 @@ def test_loso_cv_every_speaker_tested_once_and_never_trained_on(tmp_path, synth_
                   "--data-root", synth_corpus, "--runs-dir", runs, "--set", f"features.cache_dir={tmp_path / 'c'}", *FAST)
     assert out.returncode == 0, out.stderr
     assert "cv: 3 folds (loso); UAR" in out.stdout
+    assert out.stderr.count("the validation split is too small") == 1  # each fold warns it; said once
     summary = json.loads((runs / "cv" / "cv_summary.json").read_text())
     held = [s for f in summary["folds"] for s in f["held_out_speakers"]]
     assert sorted(held) == ["spk01", "spk02", "spk03"]  # each speaker tested exactly once

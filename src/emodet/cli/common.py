@@ -85,14 +85,18 @@ def figures(m: dict) -> str:
 @contextlib.contextmanager
 def console():
     """Library logs (``emodet.*``, INFO and up) as plain lines on stdout, warnings as one ``emodet: warning:``
-    line each on stderr; both restored afterwards (``main`` may be called in-process, e.g. by tests)."""
+    line each on stderr, a message said once a command (a cross-validation's folds would each repeat it);
+    both restored afterwards (``main`` may be called in-process, e.g. by tests)."""
     logger = logging.getLogger("emodet")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     saved_level, saved_show, saved_propagate = logger.level, warnings.showwarning, logger.propagate
+    said = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"emodet: warning: {message}", file=sys.stderr)
+        if str(message) not in said:
+            said.add(str(message))
+            print(f"emodet: warning: {message}", file=sys.stderr)
 
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
