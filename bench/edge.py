@@ -119,8 +119,13 @@ def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
             "mb_fp32": sizes["ONNX Runtime fp32"] / 1e6, "mb_int8": sizes["ONNX Runtime int8"] / 1e6}
 
 
+def finished_folds(cv_dir: Path) -> list[Path]:
+    """The fold folders of a cross-validation directory that finished (have metrics.json), in order."""
+    return sorted(p.parent for p in cv_dir.glob("fold_*/metrics.json"))
+
+
 def quantisation_cost(cv_dir: Path, out_dir: Path) -> None:
-    folds = sorted(p for p in cv_dir.glob("fold_*") if (p / "metrics.json").exists())
+    folds = finished_folds(cv_dir)
     if not folds:
         print(f"\nno finished folds in {cv_dir}: run bench/accuracy.py first for the int8 UAR figure")
         return
@@ -159,7 +164,7 @@ def fused_model(cv_dirs: list[Path], out_dir: Path, repeats: int) -> None:
     from emodet.features import get_feature_spec
     from emodet.runtime import FusedPredictor
 
-    fold_names = [sorted(p.name for p in d.glob("fold_*") if (p / "metrics.json").exists()) for d in cv_dirs]
+    fold_names = [[p.name for p in finished_folds(d)] for d in cv_dirs]
     if not fold_names[0] or any(f != fold_names[0] for f in fold_names):
         print(f"\nfused model: {', '.join(map(str, cv_dirs))} need the same finished folds (run bench/accuracy.py)")
         return
@@ -307,8 +312,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             architecture_search(Path(tmp), args.repeats)
         return 0
-    def first_fold(cv_dir: Path) -> Path | None:  # the first finished fold
-        return next(iter(sorted(p.parent for p in cv_dir.glob("fold_*/metrics.json"))), None)
+    def first_fold(cv_dir: Path) -> Path | None:
+        return next(iter(finished_folds(cv_dir)), None)
 
     missing = [d for d in [args.cv_dir, *args.compare, *([args.run] if args.run else [])] if not d.exists()]
     if missing:

@@ -108,15 +108,10 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
     variants = {name: teacher_cache(c) for name, c in data.variant_caches.items()}
     index = list(range(len(train_rows)))
     if clean_copies:  # each copy takes the teacher's outputs on its original (the same path, no variant), once
-        first = {}
-        for i, r in enumerate(train_rows):
-            first.setdefault((r["path"], r.get("variant")), i)
-        index = [first.get((r["path"], None), i) for i, r in enumerate(train_rows)]
-    unique = sorted(set(index))
-    logits = predict_rows(model, [train_rows[i] for i in unique], data.root, data.manifest_path, info.labels,
-                          teacher_cache(), info.normalizer, variant_caches=variants)
-    if len(unique) < len(index):
-        position = {i: k for k, i in enumerate(unique)}
-        logits = logits[[position[i] for i in index]]
+        originals = {r["path"]: i for i, r in enumerate(train_rows) if not r.get("variant")}
+        index = [originals.get(r["path"], i) for i, r in enumerate(train_rows)]
+    unique, inverse = torch.unique(torch.tensor(index), return_inverse=True)
+    logits = predict_rows(model, [train_rows[i] for i in unique.tolist()], data.root, data.manifest_path, info.labels,
+                          teacher_cache(), info.normalizer, variant_caches=variants)[inverse]
     order = [info.labels.index(label) for label in data.labels]
     return RecordingTeacher(logits[:, order].contiguous())

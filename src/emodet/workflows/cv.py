@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from ..data.prepare import load_rows
 from ..data.splits import corpus_folds, loso_folds, speaker_folds, speaker_independent_split
 from ..evaluation.metrics import metrics_from_confusion, per_group_uar
 from ..evaluation.plots import plot_confusion, plot_group_bars
-from .experiment import run_experiment
+from .experiment import removed_if_start_fails, run_experiment
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +88,14 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
         rows = [r for r in rows if r["label"] in cfg.data.labels]
     val = cfg.data.split.val  # 0: every non-held-out speaker trains (fixed-epoch recipes; run_experiment checks)
     assignment = fold_assignment(rows, folds, cfg.data.split.seed, val)  # refused before anything is written
-    created = not cv_dir.exists()
-    cv_dir.mkdir(parents=True, exist_ok=True)
-    try:
+    # a first fold refused at its start (a value only a fold can check, Ctrl-C) leaves nothing to resume:
+    # no folder is left to block the corrected rerun under the same name
+    def resumable() -> bool:
+        return any(cv_dir.glob("fold_*/metrics.json")) or any(cv_dir.glob("fold_*/checkpoints/*.pt"))
+
+    with removed_if_start_fails(cv_dir, True, keep=resumable):
+        cv_dir.mkdir(parents=True, exist_ok=True)
         return _run_folds(cfg, folds, name, cv_dir, rows, assignment, val, progress, manifest if by_manifest else None)
-    except BaseException:
-        # a first fold refused at its start (a value only a fold can check, Ctrl-C) leaves nothing to resume:
-        # no folder is left to block the corrected rerun under the same name
-        if created and not any(cv_dir.glob("fold_*/metrics.json")) and not any(cv_dir.glob("fold_*/checkpoints/*.pt")):
-            shutil.rmtree(cv_dir, ignore_errors=True)
-        raise
 
 
 def _run_folds(cfg: Config, folds, name: str, cv_dir: Path, rows: list[dict], assignment: dict, val: float, progress,

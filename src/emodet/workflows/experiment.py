@@ -46,7 +46,7 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
     is_main = distributed is None or distributed.is_main
     check_run_start(cfg, run_dir, resume)
     t0 = time.perf_counter()
-    with _removed_if_start_fails(run_dir, is_main and not resume):
+    with removed_if_start_fails(run_dir, is_main and not resume):
         if is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
@@ -122,14 +122,14 @@ def check_run_start(cfg: Config, run_dir: Path, resume: bool) -> None:
 
 
 @contextlib.contextmanager
-def _removed_if_start_fails(run_dir: Path, remove: bool):
+def removed_if_start_fails(run_dir: Path, remove: bool, keep=lambda: False):
     """A start that fails before training (bad data, a refused teacher, Ctrl-C) leaves no run directory behind
-    to block the retry."""
+    to block the retry: one this call created is removed, unless ``keep()`` says it holds work to resume."""
     existed = run_dir.exists()
     try:
         yield
     except BaseException:
-        if remove and not existed:
+        if remove and not existed and not keep():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
