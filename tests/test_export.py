@@ -17,7 +17,7 @@ from emodet.runtime import EmotionPredictor, smooth_segments
 from emodet.runtime.predictor import CalibrationWarning
 from emodet.workflows.experiment import run_experiment
 
-from conftest import REPO, cli
+from conftest import REPO, cli, speechlike
 
 LABELS = ["neutral", "happy", "sad", "angry", "fearful"]
 
@@ -340,9 +340,12 @@ def test_a_projection_goes_into_the_graph(synth_corpus, tmp_path):
     assert "nap" not in json.loads(meta["emodet.normalizer"])  # the matrix lives in the graph
 
 
-def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_corpus, tmp_path):
+@pytest.mark.parametrize("ref", [None, "max"])
+def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_corpus, tmp_path, ref):
     """configs/edge_student.yaml (issue 23): its export takes raw 16 kHz audio of any length, is under 1 MB, needs
-    nothing at deployment, and its logits equal PyTorch's (front end + training statistics + model) within 1e-3."""
+    nothing at deployment, and its logits equal PyTorch's (front end + training statistics + model) within 1e-3;
+    with ``features.params.ref: max`` (level relative to each recording's loudest bin) in the graph too, so a
+    recording 30 dB quieter gets the same answer."""
     import onnx
     import torch
 
@@ -354,7 +357,8 @@ def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_co
 
     cfg = load_config(REPO / "configs" / "edge_student.yaml", [
         f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "training.epochs=1",
-        "training.augment.waveform.copies=0", f"features.cache_dir={tmp_path / 'cache'}"])
+        "training.augment.waveform.copies=0", f"features.cache_dir={tmp_path / 'cache'}",
+        *([f"features.params.ref={ref}"] if ref else [])])
     run_experiment(cfg, "student", tmp_path, progress=False)
     path = export_run(tmp_path / "student", tmp_path / "student.onnx", with_features=True)["path"]
     assert Path(path).stat().st_size < 1_000_000
@@ -373,8 +377,33 @@ def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_co
         feats = (compute_feature(info.feature, audio, 16000, info.feature_params) - mean) / std
         x = torch.from_numpy(feats[None].astype(np.float32))
         with torch.no_grad():
-            ref = model(x, torch.tensor([x.shape[-1]]))[0].numpy()
-        np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-3)
+            want = model(x, torch.tensor([x.shape[-1]]))[0].numpy()
+        np.testing.assert_allclose(ours, want, atol=1e-3, rtol=1e-3)
+        if ref == "max":
+            quiet = pred.logits([audio * np.float32(10 ** (-30 / 20))])[0]
+            np.testing.assert_allclose(quiet, ours, atol=1e-3, rtol=1e-3)
+
+
+def test_the_graphs_front_end_computes_the_level_reference(tmp_path):
+    """A spectral front end as it goes into an exported graph, in ONNX Runtime: equal to the features training
+    computes, with ``ref: max`` as without (and the two differ: the reference really is in the graph)."""
+    import onnxruntime as ort
+    import torch
+
+    from emodet.export.graph import export_onnx
+    from emodet.export.onnx import graph_front_end
+    from emodet.features import compute_feature, get_feature_spec, resolve_params
+
+    wav = (speechlike(16000, 1.1) * 0.3).astype(np.float32)
+    outs = {}
+    for ref in (None, "max"):
+        params = resolve_params("logmel", {"ref": ref})
+        front = graph_front_end(get_feature_spec("logmel"), 16000, params)
+        path = export_onnx(front, tmp_path / f"front_{ref}.onnx", (torch.randn(1, 16000) * 0.1,), ["audio"],
+                           {"wav": {1: torch.export.Dim("samples", min=2560, max=1_000_000)}}, output_names=("features",))
+        outs[ref] = ort.InferenceSession(str(path)).run(None, {"audio": wav[None]})[0][0]
+        np.testing.assert_allclose(outs[ref], compute_feature("logmel", wav, 16000, params), atol=2e-3)
+    assert outs["max"].max() == pytest.approx(0.0, abs=1e-4) and abs(outs[None].max()) > 1
 
 
 @pytest.mark.slow  # three corpora, a training and an export (~25 s)

@@ -26,7 +26,7 @@ def _librosa_logmel(y, sr, p):
     S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=p["n_fft"], hop_length=p["hop_length"],
                                        win_length=p["win_length"], n_mels=p["n_mels"], fmin=p["fmin"],
                                        fmax=p["fmax"], center=True, pad_mode="constant", power=2.0)
-    return librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=p["top_db"])
+    return librosa.power_to_db(S, ref=np.max if p.get("ref") == "max" else 1.0, amin=1e-10, top_db=p["top_db"])
 
 
 @pytest.mark.parametrize("sr,params", PARAM_SETS)
@@ -52,6 +52,43 @@ def test_mfcc_equals_librosa(sr, params):
     ref = librosa.feature.mfcc(S=_librosa_logmel(y, sr, p), n_mfcc=13)
     assert ours.shape == ref.shape
     assert np.abs(ours - ref).max() <= 1e-2
+
+
+def test_ref_max_is_relative_to_the_loudest_bin_and_takes_a_gain_away(tmp_path):
+    """``ref: max`` (librosa's ``power_to_db(ref=np.max)``): the loudest bin is 0 dB, so a recording's gain
+    (a quiet microphone, -30 dB) changes nothing, in torch, in a padded batch and in the torch-free front end;
+    the cache of the default (``ref`` unset) keeps its key; other values are refused naming the valid ones."""
+    from emodet.data.cache import FeatureCache
+    from emodet.features.spectral import resolve_frame_params
+    from emodet.runtime.frontend import NumpyFrontEnd
+
+    y = speechlike(16000, 1.3)
+    for name in ("logmel", "mfcc"):
+        p = resolve_frame_params(16000, resolve_params(name, {"ref": "max"}))
+        ours = compute_feature(name, y, 16000, p)
+        want = _librosa_logmel(y, 16000, p)
+        if name == "logmel":
+            assert ours.max() == 0.0 and np.abs(ours - want).max() <= 1e-3
+        else:
+            assert np.abs(ours - librosa.feature.mfcc(S=want, n_mfcc=40)).max() <= 1e-2
+        for gain_db in (-30.0, -60.0, 12.0):
+            quiet = (y * 10 ** (gain_db / 20)).astype(np.float32)
+            np.testing.assert_allclose(compute_feature(name, quiet, 16000, p), ours, atol=2e-3)
+            # without it, the level moves every frame (the first MFCC coefficient carries it)
+            assert np.abs(compute_feature(name, quiet, 16000, {}) - compute_feature(name, y, 16000, {})).max() > 5
+        np.testing.assert_allclose(NumpyFrontEnd(name, p, 16000)(y), ours, atol=1e-3)
+    module = build_logmel(16000, resolve_params("logmel", {"ref": "max"}))
+    batch = torch.zeros(2, len(y))
+    batch[0], batch[1, : len(y) // 2] = torch.from_numpy(y), torch.from_numpy(y[: len(y) // 2] * 0.01)
+    frames = len(y) // 2 // 160 + 1
+    np.testing.assert_allclose(module(batch)[1, :, : frames - 2].numpy(),
+                               compute_feature("logmel", y[: len(y) // 2], 16000, {"ref": "max"})[:, : frames - 2],
+                               atol=2e-3)
+    default = FeatureCache(tmp_path, "logmel", {})
+    assert "ref" not in default.config["params"]  # caches made before the parameter existed stay valid
+    assert FeatureCache(tmp_path, "logmel", {"ref": "max"}).dir != default.dir
+    with pytest.raises(UsageError, match="'ref' must be null .* or 'max'"):
+        compute_feature("logmel", y, 16000, {"ref": "min"})
 
 
 def test_defaults_are_25ms_window_10ms_hop():

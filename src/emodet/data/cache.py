@@ -72,8 +72,10 @@ class FeatureCache:
         self.params = resolve_params(feature, params)
         self.sr = int(sr)
         self.mmap = mmap
-        # a view's parameters (e.g. which encoder layers) select from an entry: not part of its key
-        stored = {k: v for k, v in self.params.items() if k not in spec.view_keys}
+        # a view's parameters (e.g. which encoder layers) select from an entry: not part of its key; nor is a
+        # parameter newer than the caches while it holds its default (None)
+        stored = {k: v for k, v in self.params.items()
+                  if k not in spec.view_keys and not (k in spec.keyed_if_set and v is None)}
         self.config = {"feature": self.feature, "params": stored, "sample_rate": self.sr}
         if spec.identity is not None:  # what the name does not say (a model's content hash)
             self.config["identity"] = spec.identity(self.params)

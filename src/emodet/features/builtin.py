@@ -11,7 +11,8 @@ import torch
 from ..core.errors import UsageError
 from ..core.smile import FUNCTIONAL_DEFAULTS, FUNCTIONAL_SETS, check_functional_params, functionals
 from .registry import register_feature
-from .spectral import LOGMEL_DEFAULTS, MFCC_DEFAULTS, build_logmel, build_mfcc, resolve_frame_params
+from .spectral import (LOGMEL_DEFAULTS, MFCC_DEFAULTS, build_logmel, build_mfcc, check_frame_params,
+                       resolve_frame_params)
 
 _module_lock = threading.Lock()
 
@@ -31,12 +32,14 @@ def _run_module(kind: str, wav: np.ndarray, sr: int, params: dict) -> np.ndarray
 
 
 @register_feature("logmel", defaults=LOGMEL_DEFAULTS, module_factory=build_logmel, aliases=("mel",),
+                  check_params=check_frame_params, keyed_if_set=("ref",),
                   description="log-mel spectrogram in dB (n_mels x frames), equal to librosa")
 def logmel(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
     return _run_module("logmel", wav, sr, params)
 
 
-@register_feature("mfcc", defaults=MFCC_DEFAULTS, module_factory=build_mfcc,
+@register_feature("mfcc", defaults=MFCC_DEFAULTS, module_factory=build_mfcc, check_params=check_frame_params,
+                  keyed_if_set=("ref",),
                   description="MFCC (n_mfcc x frames), equal to librosa.feature.mfcc")
 def mfcc(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
     return _run_module("mfcc", wav, sr, params)

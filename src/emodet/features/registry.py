@@ -32,6 +32,8 @@ class FeatureSpec:
     again; ``identity(params) -> dict`` adds what the name does not say to the cache key (a model's
     content hash); ``batch_fn(wavs, sr, params) -> [features]`` computes several recordings at once;
     ``graph_only``: the torch-free runtime cannot compute it, so exported models carry it in the graph.
+    ``keyed_if_set``: parameters added after caches of the feature existed, in the cache key only when not
+    ``None`` (their default), so those caches stay valid.
     """
 
     name: str
@@ -47,6 +49,7 @@ class FeatureSpec:
     identity: Callable[[dict], dict] | None = None
     batch_fn: Callable[[list, int, dict], list] | None = None
     graph_only: bool = False
+    keyed_if_set: tuple[str, ...] = ()
 
     @property
     def exportable(self) -> bool:
@@ -76,7 +79,8 @@ def register_feature(
     ``check_params(resolved_params)`` runs when parameters are resolved (before any file is
     read) and raises ``UsageError`` naming the bad parameter.
     Registering a name (or alias) that is taken raises ``UsageError`` unless ``override=True``.
-    ``extras``: ``view``, ``view_keys``, ``identity``, ``batch_fn``, ``graph_only`` (see ``FeatureSpec``).
+    ``extras``: ``view``, ``view_keys``, ``identity``, ``batch_fn``, ``graph_only``, ``keyed_if_set`` (see
+    ``FeatureSpec``).
     """
     if not isinstance(name, str) or not name.strip():
         raise UsageError(f"feature name must be a non-empty string, got {name!r}")

@@ -3,7 +3,8 @@
 Each module is batched: ``(..., time)`` in, ``(..., features, frames)`` out. Fixed tensors
 are buffers, so the same module runs on CPU or GPU and exports to ONNX unchanged.
 Numerically these equal librosa with the same parameters (``center=True``, constant padding,
-periodic Hann window, Slaney mel filters, ``power_to_db(ref=1.0, amin=1e-10, top_db=80)``).
+periodic Hann window, Slaney mel filters, ``power_to_db(ref=1.0, amin=1e-10, top_db=80)``; with
+``ref: max``, ``power_to_db(ref=np.max)``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ FRAME_DEFAULTS = {
     "fmin": 0.0,
     "fmax": None,  # None: sr / 2
     "top_db": 80.0,  # None: no floor relative to the loudest bin
+    "ref": None,  # None: dB re 1.0 (the recording's level kept); "max": dB re its loudest bin (a gain changes nothing)
 }
+REFERENCES = (None, "max")
 LOGMEL_DEFAULTS = dict(FRAME_DEFAULTS)
 MFCC_DEFAULTS = {**FRAME_DEFAULTS, "n_mfcc": 40}
 
@@ -39,23 +42,36 @@ def resolve_frame_params(sr: int, params: dict) -> dict:
         p["hop_length"] = int(round(0.010 * sr))
     if p.get("n_fft") is None:
         p["n_fft"] = 1 << max(0, math.ceil(math.log2(p["win_length"])))
+    check_frame_params(p, sr)
+    return p
+
+
+def check_frame_params(p: dict, sr: int | None = None) -> None:
+    """``UsageError`` naming the first bad value; without ``sr`` (before any file is read, the registry's check)
+    the window sizes left ``None`` and the bound ``fmax <= sr/2`` wait for the rate."""
     for key in ("n_fft", "win_length", "hop_length", "n_mels", "n_mfcc"):
-        if key in p:
+        if p.get(key) is not None or (key in p and sr is not None):
             value = p[key]
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UsageError(f"feature parameter {key!r} must be a positive integer, got {value!r}")
-    if p["win_length"] > p["n_fft"]:
+    if p.get("win_length") is not None and p.get("n_fft") is not None and p["win_length"] > p["n_fft"]:
         raise UsageError(f"feature parameter 'win_length' ({p['win_length']}) must not exceed 'n_fft' ({p['n_fft']})")
-    fmin = p.get("fmin", 0.0)
-    fmax = sr / 2.0 if p.get("fmax") is None else p["fmax"]
-    if isinstance(fmin, bool) or not isinstance(fmin, (int, float)) or not isinstance(fmax, (int, float)) \
-            or not 0 <= fmin < fmax <= sr / 2.0:
-        raise UsageError(f"feature parameters need 0 <= fmin < fmax <= sr/2 ({sr / 2:g} Hz), got fmin={p.get('fmin')!r}, fmax={p.get('fmax')!r}")
-    if p.get("n_mfcc") is not None and p["n_mfcc"] > p["n_mels"]:
+    fmin, fmax = p.get("fmin", 0.0), p.get("fmax")
+    nyquist = None if sr is None else sr / 2.0
+    if fmax is None:
+        fmax = nyquist if nyquist is not None else math.inf
+    if isinstance(fmin, bool) or not isinstance(fmin, (int, float)) or isinstance(fmax, bool) \
+            or not isinstance(fmax, (int, float)) or not 0 <= fmin < fmax <= (math.inf if nyquist is None else nyquist):
+        bound = f"sr/2 ({nyquist:g} Hz)" if nyquist is not None else "sr/2"
+        raise UsageError(f"feature parameters need 0 <= fmin < fmax <= {bound}, got fmin={p.get('fmin')!r}, fmax={p.get('fmax')!r}")
+    if p.get("n_mfcc") is not None and p.get("n_mels") is not None and p["n_mfcc"] > p["n_mels"]:
         raise UsageError(f"feature parameter 'n_mfcc' ({p['n_mfcc']}) must not exceed 'n_mels' ({p['n_mels']})")
-    if p.get("top_db") is not None and (not isinstance(p["top_db"], (int, float)) or p["top_db"] < 0):
-        raise UsageError(f"feature parameter 'top_db' must be a non-negative number or null, got {p['top_db']!r}")
-    return p
+    top_db = p.get("top_db")
+    if top_db is not None and (isinstance(top_db, bool) or not isinstance(top_db, (int, float)) or top_db < 0):
+        raise UsageError(f"feature parameter 'top_db' must be a non-negative number or null, got {top_db!r}")
+    if p.get("ref") not in REFERENCES:
+        raise UsageError(f"feature parameter 'ref' must be null (dB re 1.0, the level kept) or 'max' (dB re each "
+                         f"recording's loudest bin: its gain changes nothing), got {p['ref']!r}")
 
 
 class Spectrogram(nn.Module):
@@ -154,17 +170,23 @@ class MelScale(nn.Module):
 
 
 class AmplitudeToDB(nn.Module):
-    """Power to decibels ``10 log10(max(x, amin))``, floored ``top_db`` below each item's maximum.
+    """Power to decibels ``10 log10(max(x, amin))``, floored ``top_db`` below each item's maximum;
+    with ``ref="max"`` relative to that maximum (its loudest bin is 0 dB, so a gain changes nothing; equal
+    to ``librosa.power_to_db(ref=np.max)`` wherever librosa's absolute ``amin`` floor does not bind).
 
     ``(..., features, frames) -> (..., features, frames)``; the maximum is taken per item over
     the last two dimensions, as ``librosa.power_to_db`` does for one signal.
     """
 
-    def __init__(self, top_db: float | None = 80.0, amin: float = 1e-10):
+    def __init__(self, top_db: float | None = 80.0, amin: float = 1e-10, ref: str | None = None):
         super().__init__()
-        self.top_db, self.amin = top_db, amin
+        self.top_db, self.amin, self.ref = top_db, amin, ref
 
     def forward(self, power: torch.Tensor) -> torch.Tensor:
+        if self.ref == "max":  # amin relative to the peak too (librosa's is absolute): exactly gain-invariant
+            peak = torch.clamp(power.amax(dim=(-2, -1), keepdim=True), min=self.amin)
+            db = 10.0 * torch.log10(torch.clamp(power / peak, min=self.amin))
+            return db if self.top_db is None else torch.clamp(db, min=-float(self.top_db))
         db = 10.0 * torch.log10(torch.clamp(power, min=self.amin))
         if self.top_db is not None:
             peak = db.amax(dim=(-2, -1), keepdim=True)
@@ -176,11 +198,12 @@ class LogMel(nn.Module):
     """Log-mel spectrogram in dB: ``(..., time) -> (..., n_mels, frames)``."""
 
     def __init__(self, sr: int = 16000, n_fft: int = 512, hop_length: int = 160, win_length: int = 400,
-                 n_mels: int = 64, fmin: float = 0.0, fmax: float | None = None, top_db: float | None = 80.0):
+                 n_mels: int = 64, fmin: float = 0.0, fmax: float | None = None, top_db: float | None = 80.0,
+                 ref: str | None = None):
         super().__init__()
         self.spectrogram = Spectrogram(n_fft, hop_length, win_length)
         self.mel = MelScale(sr, n_fft, n_mels, fmin, fmax)
-        self.to_db = AmplitudeToDB(top_db)
+        self.to_db = AmplitudeToDB(top_db, ref=ref)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.to_db(self.mel(self.spectrogram(wav)))
@@ -191,9 +214,9 @@ class MFCC(nn.Module):
 
     def __init__(self, sr: int = 16000, n_mfcc: int = 40, n_fft: int = 512, hop_length: int = 160,
                  win_length: int = 400, n_mels: int = 64, fmin: float = 0.0, fmax: float | None = None,
-                 top_db: float | None = 80.0):
+                 top_db: float | None = 80.0, ref: str | None = None):
         super().__init__()
-        self.logmel = LogMel(sr, n_fft, hop_length, win_length, n_mels, fmin, fmax, top_db)
+        self.logmel = LogMel(sr, n_fft, hop_length, win_length, n_mels, fmin, fmax, top_db, ref)
         self.register_buffer("dct", torch.from_numpy(dct_matrix(n_mfcc, n_mels)), persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -203,13 +226,15 @@ class MFCC(nn.Module):
 def build_logmel(sr: int, params: dict) -> LogMel:
     """A ``LogMel`` module from registry parameters (librosa's names)."""
     p = resolve_frame_params(sr, params)
-    return LogMel(sr, p["n_fft"], p["hop_length"], p["win_length"], p["n_mels"], p["fmin"], p["fmax"], p["top_db"])
+    return LogMel(sr, p["n_fft"], p["hop_length"], p["win_length"], p["n_mels"], p["fmin"], p["fmax"], p["top_db"],
+                  p.get("ref"))
 
 
 def build_mfcc(sr: int, params: dict) -> MFCC:
     """An ``MFCC`` module from registry parameters (librosa's names)."""
     p = resolve_frame_params(sr, params)
-    return MFCC(sr, p["n_mfcc"], p["n_fft"], p["hop_length"], p["win_length"], p["n_mels"], p["fmin"], p["fmax"], p["top_db"])
+    return MFCC(sr, p["n_mfcc"], p["n_fft"], p["hop_length"], p["win_length"], p["n_mels"], p["fmin"], p["fmax"], p["top_db"],
+                p.get("ref"))
 
 
 def use_graph_spectrogram(module: nn.Module) -> nn.Module:
