@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -122,6 +123,11 @@ def test_evaluate_and_ensemble_cli(tmp_path, synth_corpus):
     assert (tmp_path / "runs" / "m0" / "eval_test_confusion_matrix.png").is_file()
     seen = cli("evaluate", tmp_path / "runs" / "m0", "--split", "train")
     assert seen.returncode == 0 and "not speaker-independent" in seen.stderr
+    # m1 as a run from before features.params.ref existed: still the same features as m0
+    metrics = tmp_path / "runs" / "m1" / "metrics.json"
+    m = json.loads(metrics.read_text())
+    assert m["features"]["params"].pop("ref") is None
+    metrics.write_text(json.dumps(m))
     ens = cli("ensemble", tmp_path / "runs" / "m0", tmp_path / "runs" / "m1", "--out", tmp_path / "ens", "--evaluate")
     assert ens.returncode == 0, ens.stderr
     assert "ensemble on test (15 recordings)" in ens.stdout
@@ -180,6 +186,13 @@ def test_distillation_fold_by_fold_from_a_teacher_on_other_features(tmp_path, sy
     # normalisation makes it a per-recording teacher with its own inputs
     same = teacher_of(runs / "s", {"mode": "speaker"})
     assert isinstance(same, BatchTeacher)
+    # so is one trained before features.params.ref existed (its stored parameters lack the key)
+    shutil.copytree(runs / "s", runs / "s_old")
+    for metrics in (runs / "s_old").glob("fold_*/metrics.json"):
+        m = json.loads(metrics.read_text())
+        assert m["features"]["params"].pop("ref") is None
+        metrics.write_text(json.dumps(m))
+    assert isinstance(teacher_of(runs / "s_old", {"mode": "speaker"}), BatchTeacher)
     other_norm = teacher_of(runs / "s", {"mode": "none"})
     assert isinstance(other_norm, RecordingTeacher) and other_norm.logits.shape == (len(train), len(data.labels))
     # a teacher that saw the student's test speaker is refused

@@ -385,24 +385,38 @@ def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_co
 
 
 def test_the_graphs_front_end_computes_the_level_reference(tmp_path):
-    """A spectral front end as it goes into an exported graph, in ONNX Runtime: equal to the features training
-    computes, with ``ref: max`` as without (and the two differ: the reference really is in the graph)."""
+    """A spectral front end as it goes into an exported graph (``DeployModel``), in ONNX Runtime: equal to the
+    features training computes, with ``ref: max`` as without (and the two differ: the reference really is in the
+    graph); in a padded batch each item's loudest bin is its own (a short item ending in its loudest sound gets
+    what it gets alone)."""
     import onnxruntime as ort
     import torch
 
     from emodet.export.graph import export_onnx
-    from emodet.export.onnx import graph_front_end
+    from emodet.export.onnx import DeployModel, graph_front_end, graph_inputs
     from emodet.features import compute_feature, get_feature_spec, resolve_params
 
+    class Features(torch.nn.Module):  # the "model" hands the front end's output back
+        def forward(self, x, lengths):
+            return x
+
     wav = (speechlike(16000, 1.1) * 0.3).astype(np.float32)
+    tone = np.sin(2 * np.pi * 1000 * np.arange(100) / 16000)
+    short = np.concatenate([wav[:8059] * 0.3, tone]).astype(np.float32)  # its loudest sound at its very end
+    batch = np.zeros((2, len(wav)), np.float32)
+    batch[0], batch[1, : len(short)] = wav, short
     outs = {}
     for ref in (None, "max"):
         params = resolve_params("logmel", {"ref": ref})
-        front = graph_front_end(get_feature_spec("logmel"), 16000, params)
-        path = export_onnx(front, tmp_path / f"front_{ref}.onnx", (torch.randn(1, 16000) * 0.1,), ["audio"],
-                           {"wav": {1: torch.export.Dim("samples", min=2560, max=1_000_000)}}, output_names=("features",))
-        outs[ref] = ort.InferenceSession(str(path)).run(None, {"audio": wav[None]})[0][0]
+        deploy = DeployModel(Features(), graph_front_end(get_feature_spec("logmel"), 16000, params), 160, {})
+        example, names, shapes = graph_inputs(16000, 160, 64, True, False)
+        path = export_onnx(deploy, tmp_path / f"front_{ref}.onnx", example, names, shapes, output_names=("features",))
+        session = ort.InferenceSession(str(path))
+        outs[ref] = session.run(None, {"audio": wav[None], "audio_lengths": np.array([len(wav)])})[0][0]
         np.testing.assert_allclose(outs[ref], compute_feature("logmel", wav, 16000, params), atol=2e-3)
+        both = session.run(None, {"audio": batch, "audio_lengths": np.array([len(wav), len(short)])})[0]
+        alone = compute_feature("logmel", short, 16000, params)
+        np.testing.assert_allclose(both[1, :, : alone.shape[1]], alone, atol=2e-3)
     assert outs["max"].max() == pytest.approx(0.0, abs=1e-4) and abs(outs[None].max()) > 1
 
 

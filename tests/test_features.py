@@ -77,18 +77,27 @@ def test_ref_max_is_relative_to_the_loudest_bin_and_takes_a_gain_away(tmp_path):
             # without it, the level moves every frame (the first MFCC coefficient carries it)
             assert np.abs(compute_feature(name, quiet, 16000, {}) - compute_feature(name, y, 16000, {})).max() > 5
         np.testing.assert_allclose(NumpyFrontEnd(name, p, 16000)(y), ours, atol=1e-3)
-    module = build_logmel(16000, resolve_params("logmel", {"ref": "max"}))
+    # in a padded batch each item's peak is over its own frames (given): a short item whose loudest sound is its
+    # last few milliseconds gets what it gets alone; the frames past its end (padding) would have moved it
+    tone = np.sin(2 * np.pi * 1000 * np.arange(100) / 16000)  # ends 1 sample before the next frame's centre
+    short = np.concatenate([y[:8059] * 0.1, tone]).astype(np.float32)
     batch = torch.zeros(2, len(y))
-    batch[0], batch[1, : len(y) // 2] = torch.from_numpy(y), torch.from_numpy(y[: len(y) // 2] * 0.01)
-    frames = len(y) // 2 // 160 + 1
-    np.testing.assert_allclose(module(batch)[1, :, : frames - 2].numpy(),
-                               compute_feature("logmel", y[: len(y) // 2], 16000, {"ref": "max"})[:, : frames - 2],
-                               atol=2e-3)
+    batch[0], batch[1, : len(short)] = torch.from_numpy(y), torch.from_numpy(short)
+    frames = torch.tensor([len(y) // 160 + 1, len(short) // 160 + 1])
+    for ref in (None, "max"):
+        module = build_logmel(16000, resolve_params("logmel", {"ref": ref}))
+        alone = compute_feature("logmel", short, 16000, {"ref": ref})
+        np.testing.assert_allclose(module(batch, frames)[1, :, : alone.shape[1]].numpy(), alone, atol=2e-3)
+        if ref == "max":
+            assert np.abs(module(batch)[1, :, : alone.shape[1]].numpy() - alone).max() > 1  # without: moved
     default = FeatureCache(tmp_path, "logmel", {})
     assert "ref" not in default.config["params"]  # caches made before the parameter existed stay valid
     assert FeatureCache(tmp_path, "logmel", {"ref": "max"}).dir != default.dir
-    with pytest.raises(UsageError, match="'ref' must be null .* or 'max'"):
-        compute_feature("logmel", y, 16000, {"ref": "min"})
+    # a bad value is refused when the parameters are resolved, before any file is read
+    for bad, what in (({"ref": "min"}, "'ref' must be null .* or 'max'"), ({"top_db": -3}, "'top_db' must be"),
+                      ({"n_mels": None}, "'n_mels' must be a positive integer"), ({"fmax": float("inf")}, "fmax")):
+        with pytest.raises(UsageError, match=what):
+            FeatureCache(tmp_path, "logmel", bad)
 
 
 def test_defaults_are_25ms_window_10ms_hop():

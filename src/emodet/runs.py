@@ -140,6 +140,15 @@ _SHARED = (("labels", "labels"), ("feature", "feature"), ("feature_params", "fea
            ("sample_rate", "sample rate"), ("normalizer", "normalisation statistics"))
 
 
+def _shared_value(info: "RunInfo", key: str):
+    value = getattr(info, key)
+    if key == "feature_params":  # a run from before a parameter existed equals one with its default
+        from .features import canonical_params
+
+        return canonical_params(info.feature, value)
+    return value
+
+
 def create_ensemble(runs: list[str | Path], out: str | Path, weights: list[float] | None = None,
                     combine: str = "prob") -> dict:
     """Write ``out/ensemble.json`` for ``runs``; they must share labels, features and normalisation."""
@@ -152,10 +161,13 @@ def create_ensemble(runs: list[str | Path], out: str | Path, weights: list[float
     first = infos[0]
     for run, info in zip(runs[1:], infos[1:]):
         for key, what in _SHARED:
-            if getattr(info, key) != getattr(first, key):
+            a, b = _shared_value(first, key), _shared_value(info, key)
+            if a != b:
+                if isinstance(a, dict) and isinstance(b, dict):  # name what differs, not the first 80 characters
+                    keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+                    a, b = {k: a.get(k) for k in keys}, {k: b.get(k) for k in keys}
                 raise UsageError(f"ensemble members must share their {what}: {runs[0].name} has "
-                                 f"{getattr(first, key)!r:.80}, {run.name} has {getattr(info, key)!r:.80} "
-                                 "(train them on the same features and split)")
+                                 f"{a!r:.200}, {run.name} has {b!r:.200} (train them on the same features and split)")
     normalized_weights(weights, len(runs), "ensemble")  # refuses bad weights before anything is written
     spec = {"runs": [str(r) for r in runs], "weights": weights or [1.0] * len(runs), "combine": combine,
             "labels": first.labels}

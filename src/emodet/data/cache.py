@@ -36,7 +36,8 @@ from ..core.audio import DEFAULT_SAMPLE_RATE, check_speed_factors
 from ..core.files import list_audio_files
 from ..core.progress import progress_bar
 from ..core.errors import AudioError, EmodetError, UsageError
-from ..features import (apply_view, check_feature_output, compute_feature_from_file, get_feature_spec, resolve_params)
+from ..features import (apply_view, canonical_params, check_feature_output, compute_feature_from_file, get_feature_spec,
+                        resolve_params)
 from ..core.io import atomic_save_npy, atomic_write_json, remove_stale_temp_files
 from .cache_build import BuildReport, in_shard, init_worker, parse_shard, single_thread
 
@@ -74,8 +75,7 @@ class FeatureCache:
         self.mmap = mmap
         # a view's parameters (e.g. which encoder layers) select from an entry: not part of its key; nor is a
         # parameter newer than the caches while it holds its default (None)
-        stored = {k: v for k, v in self.params.items()
-                  if k not in spec.view_keys and not (k in spec.keyed_if_set and v is None)}
+        stored = {k: v for k, v in canonical_params(feature, self.params).items() if k not in spec.view_keys}
         self.config = {"feature": self.feature, "params": stored, "sample_rate": self.sr}
         if spec.identity is not None:  # what the name does not say (a model's content hash)
             self.config["identity"] = spec.identity(self.params)

@@ -44,8 +44,10 @@ class DeployModel(nn.Module):
         if getattr(self.frontend, "takes_lengths", False):  # e.g. an encoder: it pools over each item's length
             x, lengths = self.frontend(x, lengths)
         elif self.frontend is not None:
-            x = self.frontend(x)
-            lengths = torch.div(lengths, self.hop, rounding_mode="floor") + 1
+            frames = torch.div(lengths, self.hop, rounding_mode="floor") + 1
+            # a spectral front end takes each item's peak over its own frames: an item padded in a batch = alone
+            x = self.frontend(x, frames) if getattr(self.frontend, "takes_frames", False) else self.frontend(x)
+            lengths = frames
         features = x
         if self.mode == "global":
             x = (x - self.mean) / self.std

@@ -7,6 +7,7 @@
 from .registry import (
     FeatureSpec,
     apply_view,
+    canonical_params,
     check_feature_output,
     compute_feature,
     compute_feature_from_file,
@@ -23,6 +24,6 @@ from .spectral import MFCC, AmplitudeToDB, LogMel, MelScale, Spectrogram, build_
 
 __all__ = [
     "FeatureSpec", "apply_view", "register_feature", "get_feature", "get_feature_spec", "list_features", "resolve_params",
-    "compute_feature", "compute_feature_from_file", "check_feature_output", "load_plugin", "load_plugins",
+    "compute_feature", "compute_feature_from_file", "check_feature_output", "canonical_params", "load_plugin", "load_plugins",
     "Spectrogram", "MelScale", "AmplitudeToDB", "LogMel", "MFCC", "build_logmel", "build_mfcc",
 ]

@@ -149,6 +149,15 @@ def resolve_params(name: str, params: dict | None) -> dict:
     return resolved
 
 
+def canonical_params(name: str, params: dict) -> dict:
+    """``params`` as runs are compared and caches keyed: a parameter newer than the caches (``keyed_if_set``)
+    that holds its default ``None`` is left out, so a run from before it existed equals one from after."""
+    spec = _FEATURE_REGISTRY.get(_ALIASES.get(name, name))
+    if spec is None:  # a plugin not loaded here: its parameters as they are
+        return dict(params)
+    return {k: v for k, v in params.items() if not (k in spec.keyed_if_set and v is None)}
+
+
 def compute_feature(name: str, wav: np.ndarray, sr: int, params: dict | None = None, view: bool = True) -> np.ndarray:
     """Run feature ``name`` on one mono signal and check its output: ``(samples,) -> (features, frames)`` float32
     (``view=False``: all the feature computes, before its ``view`` picks what the parameters ask for)."""

@@ -50,7 +50,8 @@ def check_frame_params(p: dict, sr: int | None = None) -> None:
     """``UsageError`` naming the first bad value; without ``sr`` (before any file is read, the registry's check)
     the window sizes left ``None`` and the bound ``fmax <= sr/2`` wait for the rate."""
     for key in ("n_fft", "win_length", "hop_length", "n_mels", "n_mfcc"):
-        if p.get(key) is not None or (key in p and sr is not None):
+        # the window sizes may wait for the rate as None; the band counts never may
+        if key in p and (p[key] is not None or sr is not None or key in ("n_mels", "n_mfcc")):
             value = p[key]
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UsageError(f"feature parameter {key!r} must be a positive integer, got {value!r}")
@@ -60,14 +61,17 @@ def check_frame_params(p: dict, sr: int | None = None) -> None:
     nyquist = None if sr is None else sr / 2.0
     if fmax is None:
         fmax = nyquist if nyquist is not None else math.inf
+    elif not isinstance(fmax, (int, float)) or not math.isfinite(fmax):
+        fmax = math.nan  # refused below
     if isinstance(fmin, bool) or not isinstance(fmin, (int, float)) or isinstance(fmax, bool) \
-            or not isinstance(fmax, (int, float)) or not 0 <= fmin < fmax <= (math.inf if nyquist is None else nyquist):
+            or not 0 <= fmin < fmax <= (math.inf if nyquist is None else nyquist):
         bound = f"sr/2 ({nyquist:g} Hz)" if nyquist is not None else "sr/2"
         raise UsageError(f"feature parameters need 0 <= fmin < fmax <= {bound}, got fmin={p.get('fmin')!r}, fmax={p.get('fmax')!r}")
     if p.get("n_mfcc") is not None and p.get("n_mels") is not None and p["n_mfcc"] > p["n_mels"]:
         raise UsageError(f"feature parameter 'n_mfcc' ({p['n_mfcc']}) must not exceed 'n_mels' ({p['n_mels']})")
     top_db = p.get("top_db")
-    if top_db is not None and (isinstance(top_db, bool) or not isinstance(top_db, (int, float)) or top_db < 0):
+    if top_db is not None and (isinstance(top_db, bool) or not isinstance(top_db, (int, float))
+                               or not 0 <= top_db < math.inf):
         raise UsageError(f"feature parameter 'top_db' must be a non-negative number or null, got {top_db!r}")
     if p.get("ref") not in REFERENCES:
         raise UsageError(f"feature parameter 'ref' must be null (dB re 1.0, the level kept) or 'max' (dB re each "
@@ -182,16 +186,24 @@ class AmplitudeToDB(nn.Module):
         super().__init__()
         self.top_db, self.amin, self.ref = top_db, amin, ref
 
-    def forward(self, power: torch.Tensor) -> torch.Tensor:
-        if self.ref == "max":  # amin relative to the peak too (librosa's is absolute): exactly gain-invariant
-            peak = torch.clamp(power.amax(dim=(-2, -1), keepdim=True), min=self.amin)
+    def forward(self, power: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """``frames`` ``(B,)``: each item's own number of frames in a padded batch ``(B, F, T)``; its maximum is
+        then taken over those alone, so an item gives what it gives alone (else over all ``T``)."""
+        if self.ref == "max":  # amin relative to the peak too (librosa's is absolute): a gain changes nothing
+            peak = torch.clamp(self._peak(power, frames), min=self.amin)
             db = 10.0 * torch.log10(torch.clamp(power / peak, min=self.amin))
             return db if self.top_db is None else torch.clamp(db, min=-float(self.top_db))
         db = 10.0 * torch.log10(torch.clamp(power, min=self.amin))
         if self.top_db is not None:
-            peak = db.amax(dim=(-2, -1), keepdim=True)
-            db = torch.maximum(db, peak - self.top_db)
+            db = torch.maximum(db, self._peak(db, frames) - self.top_db)
         return db
+
+    @staticmethod
+    def _peak(x: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+        if frames is not None:
+            valid = torch.arange(x.shape[-1], device=x.device)[None, :] < frames[:, None]  # (B, T)
+            x = x.masked_fill(~valid[:, None, :], float("-inf"))
+        return x.amax(dim=(-2, -1), keepdim=True)
 
 
 class LogMel(nn.Module):
@@ -205,8 +217,10 @@ class LogMel(nn.Module):
         self.mel = MelScale(sr, n_fft, n_mels, fmin, fmax)
         self.to_db = AmplitudeToDB(top_db, ref=ref)
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.to_db(self.mel(self.spectrogram(wav)))
+    takes_frames = True  # forward(wav, frames): each item's peak over its own frames in a padded batch
+
+    def forward(self, wav: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        return self.to_db(self.mel(self.spectrogram(wav)), frames)
 
 
 class MFCC(nn.Module):
@@ -219,8 +233,10 @@ class MFCC(nn.Module):
         self.logmel = LogMel(sr, n_fft, hop_length, win_length, n_mels, fmin, fmax, top_db, ref)
         self.register_buffer("dct", torch.from_numpy(dct_matrix(n_mfcc, n_mels)), persistent=False)
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(self.dct.to(wav.dtype), self.logmel(wav))
+    takes_frames = True
+
+    def forward(self, wav: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.matmul(self.dct.to(wav.dtype), self.logmel(wav, frames))
 
 
 def build_logmel(sr: int, params: dict) -> LogMel:

@@ -72,7 +72,7 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
         return None
     from ..data.cache import FeatureCache
     from ..evaluation.predict import predict_rows
-    from ..features import load_plugins
+    from ..features import canonical_params, load_plugins
     from ..runs import load_predictor, load_run, training_speakers
 
     path = resolve_teacher(spec, set(test_speakers)) if test_speakers else Path(spec)
@@ -86,8 +86,9 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
     clean_copies = cfg.training.distill.copy_targets == "clean" and any(r.get("variant") for r in train_rows)
     if cfg.training.distill.copy_targets == "clean" and not clean_copies:
         log.info("  training.distill.copy_targets: clean changes nothing: this run has no augmented copies")
-    if (info.feature, info.feature_params, info.sample_rate, info.normalizer) == \
-            (data.cache.feature, data.cache.params, data.cache.sr, normalizer) and not clean_copies:
+    same_features = (info.feature, canonical_params(info.feature, info.feature_params), info.sample_rate) == \
+        (data.cache.feature, canonical_params(data.cache.feature, data.cache.params), data.cache.sr)
+    if same_features and info.normalizer == normalizer and not clean_copies:
         return BatchTeacher(model)
     if sorted(info.labels) != sorted(data.labels):
         raise UsageError(f"training.distill.teacher {path}: its labels ({', '.join(info.labels)}) differ from the "
