@@ -291,3 +291,21 @@ def test_resume_with_waveform_augmentation_equals_an_uncut_run(tmp_path, synth_c
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_distillation_settings_without_a_teacher_are_said(caplog):
+    """configs/edge_student.yaml sets a distillation weight; trained without --teacher it learns the labels alone,
+    and says so rather than silently (the defaults say nothing)."""
+    import logging
+
+    from emodet.config import load_config
+    from emodet.training.teacher import load_teacher
+
+    cfg = load_config(REPO / "configs" / "edge_student.yaml", ["data.root=somewhere"])
+    with caplog.at_level(logging.WARNING, logger="emodet"):
+        assert load_teacher(cfg, None, [], set(), {}) is None
+    assert "no teacher: this run trains without distillation" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="emodet"):
+        assert load_teacher(load_config(REPO / "configs" / "cnn_logmel.yaml", ["data.root=x"]), None, [], set(), {}) is None
+    assert "distillation" not in caplog.text

@@ -95,7 +95,8 @@ def test_ref_max_is_relative_to_the_loudest_bin_and_takes_a_gain_away(tmp_path):
     assert FeatureCache(tmp_path, "logmel", {"ref": "max"}).dir != default.dir
     # a bad value is refused when the parameters are resolved, before any file is read
     for bad, what in (({"ref": "min"}, "'ref' must be null .* or 'max'"), ({"top_db": -3}, "'top_db' must be"),
-                      ({"n_mels": None}, "'n_mels' must be a positive integer"), ({"fmax": float("inf")}, "fmax")):
+                      ({"n_mels": None}, "'n_mels' must be a positive integer"), ({"fmax": float("inf")}, "fmax"),
+                      ({"top_db": 0}, "'top_db' must be a positive"), ({"fmax": 9000}, r"sr/2 \(8000 Hz\)")):
         with pytest.raises(UsageError, match=what):
             FeatureCache(tmp_path, "logmel", bad)
 

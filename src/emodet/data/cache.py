@@ -72,6 +72,8 @@ class FeatureCache:
         self.feature = spec.name
         self.params = resolve_params(feature, params)
         self.sr = int(sr)
+        if spec.check_rate is not None and not spec.native_rate:  # e.g. fmax above sr/2: refused before any file
+            spec.check_rate(self.params, self.sr)
         self.mmap = mmap
         # a view's parameters (e.g. which encoder layers) select from an entry: not part of its key; nor is a
         # parameter newer than the caches while it holds its default (None)

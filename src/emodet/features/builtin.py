@@ -31,15 +31,19 @@ def _run_module(kind: str, wav: np.ndarray, sr: int, params: dict) -> np.ndarray
         return module(x).numpy()
 
 
+def _check_frame_rate(params: dict, sr: int) -> None:
+    resolve_frame_params(sr, params)
+
+
 @register_feature("logmel", defaults=LOGMEL_DEFAULTS, module_factory=build_logmel, aliases=("mel",),
-                  check_params=check_frame_params, keyed_if_set=("ref",),
+                  check_params=check_frame_params, check_rate=_check_frame_rate, keyed_if_set=("ref",),
                   description="log-mel spectrogram in dB (n_mels x frames), equal to librosa")
 def logmel(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
     return _run_module("logmel", wav, sr, params)
 
 
 @register_feature("mfcc", defaults=MFCC_DEFAULTS, module_factory=build_mfcc, check_params=check_frame_params,
-                  keyed_if_set=("ref",),
+                  check_rate=_check_frame_rate, keyed_if_set=("ref",),
                   description="MFCC (n_mfcc x frames), equal to librosa.feature.mfcc")
 def mfcc(wav: np.ndarray, sr: int, params: dict) -> np.ndarray:
     return _run_module("mfcc", wav, sr, params)

@@ -33,7 +33,8 @@ class FeatureSpec:
     content hash); ``batch_fn(wavs, sr, params) -> [features]`` computes several recordings at once;
     ``graph_only``: the torch-free runtime cannot compute it, so exported models carry it in the graph.
     ``keyed_if_set``: parameters added after caches of the feature existed, in the cache key only when not
-    ``None`` (their default), so those caches stay valid.
+    ``None`` (their default), so those caches stay valid. ``check_rate(params, sr)``: the checks that need the
+    sample rate (e.g. ``fmax <= sr/2``), run when a cache or dataset is set up, before any file is read.
     """
 
     name: str
@@ -50,6 +51,7 @@ class FeatureSpec:
     batch_fn: Callable[[list, int, dict], list] | None = None
     graph_only: bool = False
     keyed_if_set: tuple[str, ...] = ()
+    check_rate: Callable[[dict, int], None] | None = None  # check_params' part that needs the sample rate
 
     @property
     def exportable(self) -> bool:
@@ -79,7 +81,7 @@ def register_feature(
     ``check_params(resolved_params)`` runs when parameters are resolved (before any file is
     read) and raises ``UsageError`` naming the bad parameter.
     Registering a name (or alias) that is taken raises ``UsageError`` unless ``override=True``.
-    ``extras``: ``view``, ``view_keys``, ``identity``, ``batch_fn``, ``graph_only``, ``keyed_if_set`` (see
+    ``extras``: ``view``, ``view_keys``, ``identity``, ``batch_fn``, ``graph_only``, ``keyed_if_set``, ``check_rate`` (see
     ``FeatureSpec``).
     """
     if not isinstance(name, str) or not name.strip():

@@ -71,8 +71,8 @@ def check_frame_params(p: dict, sr: int | None = None) -> None:
         raise UsageError(f"feature parameter 'n_mfcc' ({p['n_mfcc']}) must not exceed 'n_mels' ({p['n_mels']})")
     top_db = p.get("top_db")
     if top_db is not None and (isinstance(top_db, bool) or not isinstance(top_db, (int, float))
-                               or not 0 <= top_db < math.inf):
-        raise UsageError(f"feature parameter 'top_db' must be a non-negative number or null, got {top_db!r}")
+                               or not 0 < top_db < math.inf):  # 0 would floor every bin at the peak: constant features
+        raise UsageError(f"feature parameter 'top_db' must be a positive number of dB (80 by default) or null, got {top_db!r}")
     if p.get("ref") not in REFERENCES:
         raise UsageError(f"feature parameter 'ref' must be null (dB re 1.0, the level kept) or 'max' (dB re each "
                          f"recording's loudest bin: its gain changes nothing), got {p['ref']!r}")

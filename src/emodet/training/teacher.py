@@ -69,6 +69,12 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
     ``normalizer`` (the student's, as saved), or ``None`` when there is none."""
     spec = cfg.training.distill.teacher
     if not spec:
+        from ..config import DistillConfig
+
+        distill = cfg.training.distill
+        if (distill.weight, distill.copy_targets) != (DistillConfig().weight, DistillConfig().copy_targets):
+            log.warning("  training.distill has settings (weight %g, copy_targets %s) but no teacher: this run trains "
+                        "without distillation (give one: --teacher RUN_DIR)", distill.weight, distill.copy_targets)
         return None
     from ..data.cache import FeatureCache
     from ..evaluation.predict import predict_rows
