@@ -75,8 +75,7 @@ class FeatureCache:
         if spec.check_rate is not None and not spec.native_rate:  # e.g. fmax above sr/2: refused before any file
             spec.check_rate(self.params, self.sr)
         self.mmap = mmap
-        # a view's parameters (e.g. which encoder layers) select from an entry: not part of its key; nor is a
-        # parameter newer than the caches while it holds its default (None)
+        # not in the key: a view's parameters (which encoder layers), a newer parameter at its default (None)
         stored = {k: v for k, v in canonical_params(feature, self.params).items() if k not in spec.view_keys}
         self.config = {"feature": self.feature, "params": stored, "sample_rate": self.sr}
         if spec.identity is not None:  # what the name does not say (a model's content hash)
