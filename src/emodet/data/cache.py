@@ -72,8 +72,7 @@ class FeatureCache:
         self.feature = spec.name
         self.params = resolve_params(feature, params)
         self.sr = int(sr)
-        if spec.check_rate is not None and not spec.native_rate:  # e.g. fmax above sr/2: refused before any file
-            spec.check_rate(self.params, self.sr)
+        spec.check_at_rate(self.params, self.sr)  # e.g. fmax above sr/2: refused before any file
         self.mmap = mmap
         # not in the key: a view's parameters (which encoder layers), a newer parameter at its default (None)
         stored = {k: v for k, v in canonical_params(feature, self.params).items() if k not in spec.view_keys}

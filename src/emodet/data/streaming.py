@@ -67,9 +67,8 @@ class StreamingDataset(IterableDataset):
         self.feature = cache.feature if cache is not None else feature
         self.params = cache.params if cache is not None else resolve_params(feature, params)
         self.sr = cache.sr if cache is not None else sr
-        spec = get_feature_spec(self.feature)
-        if cache is None and spec.check_rate is not None and not spec.native_rate:  # as a cache checks at its start
-            spec.check_rate(self.params, int(self.sr))
+        if cache is None:  # as a cache checks at its start
+            get_feature_spec(self.feature).check_at_rate(self.params, self.sr)
         self.split, self.shuffle_buffer, self.seed = split, shuffle_buffer, seed
         self.rank, self.world_size = rank, world_size
         self.max_frames, self.return_keys, self.on_error = max_frames, return_keys, on_error

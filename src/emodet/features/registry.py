@@ -57,6 +57,11 @@ class FeatureSpec:
     def exportable(self) -> bool:
         return self.module_factory is not None
 
+    def check_at_rate(self, params: dict, sr: int) -> None:
+        """``check_rate`` for features computed at ``sr`` (native-rate ones are computed at each file's own)."""
+        if self.check_rate is not None and not self.native_rate:
+            self.check_rate(params, int(sr))
+
 
 _FEATURE_REGISTRY: dict[str, FeatureSpec] = {}
 _ALIASES: dict[str, str] = {}

@@ -71,8 +71,8 @@ def load_teacher(cfg, data, train_rows: list[dict], test_speakers: set[str], nor
     if not spec:
         from ..config import DistillConfig
 
-        distill = cfg.training.distill
-        if (distill.weight, distill.copy_targets) != (DistillConfig().weight, DistillConfig().copy_targets):
+        distill, default = cfg.training.distill, DistillConfig()
+        if (distill.weight, distill.copy_targets) != (default.weight, default.copy_targets):
             log.warning("  training.distill has settings (weight %g, copy_targets %s) but no teacher: this run trains "
                         "without distillation (give one: --teacher RUN_DIR)", distill.weight, distill.copy_targets)
         return None
