@@ -54,10 +54,13 @@ def features(cfg, paths: tuple, root: Path | None, manifest: Path | None, copy: 
 
 
 def normalised(x: np.ndarray, copies: list[np.ndarray], rows: list[dict], test: np.ndarray, mode: str,
-               nap: int) -> tuple[np.ndarray, np.ndarray]:
+               nap: int, whiten: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """``(training matrix with the augmented copies, test matrix)`` z-scored as emodet's normaliser does:
     the training rows' statistics (``global``) or each corpus's own (``corpus``; augmented copies a group
-    of their own), then ``nap`` speaker directions of the training rows projected out."""
+    of their own; ``whiten``, a method: then whitened by the group's own matrix), then ``nap`` speaker directions of
+    the training rows projected out."""
+    from emodet.core.stats import whitening
+
     train_parts = [x[~test], *(c[~test] for c in copies)]
     if mode == "global":
         pooled = np.concatenate(train_parts)
@@ -69,6 +72,8 @@ def normalised(x: np.ndarray, copies: list[np.ndarray], rows: list[dict], test: 
             for corpus in {r["corpus"] for r in rows}:
                 idx = np.array([r["corpus"] == corpus for r in rows])
                 z[idx] = (m[idx] - m[idx].mean(0)) / np.maximum(m[idx].std(0), 1e-5)
+                if whiten != "none":
+                    z[idx] = z[idx] @ whitening([z[idx].T], whiten).astype(np.float64)  # symmetric: W z = z W per row
             return z
         zs = [by_corpus(m) for m in (x, *copies)]
         train, held = np.concatenate([z[~test] for z in zs]), zs[0][test]
@@ -98,7 +103,7 @@ def inner_uar(cfg, rows: list[dict], labels: list[str], fold_by: str, mode: str,
         test = np.array([r[fold_by] == held for r in rows])
         if cfg.data.nap >= len({r["speaker"] for r, t in zip(rows, test) if not t}):
             return float("nan")
-        z_train, z_test = normalised(x, copies, rows, test, mode, cfg.data.nap)
+        z_train, z_test = normalised(x, copies, rows, test, mode, cfg.data.nap, cfg.data.whiten)
         y_train = np.concatenate([y[~test]] * (1 + len(copies)))
         lr = LogisticRegression(C=1 / (cfg.training.weight_decay * len(y_train)), class_weight="balanced",
                                 max_iter=3000)

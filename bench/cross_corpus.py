@@ -99,6 +99,12 @@ def run_system(config: str, condition: str, manifest: Path, runs_dir: Path, cach
     return per_target(predictions), predictions | {"_seconds": summary["seconds"]}
 
 
+STAGE3 = dict(trim=[("t30", ["features.params.trim_db=30"])],
+              pooling=[(p, [f"features.params.pooling={p}"]) for p in ("meanstd", "mean")],
+              layers=[("L123", ["features.params.layers=[1, 2, 3]"]), ("Lall", ["features.params.layers=all"])],
+              wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.2, 0.8)],
+              nap=[(f"nap{k}", [f"data.nap={k}"]) for k in (0, 16)])
+
 # the nested selections' candidates (bench/PROTOCOLS.md: first stage 23:00, second stage 23:55)
 GRIDS = {
     "stage1": grid(trim=[("notrim", ["features.params.trim_db=null"]), ("t30", ["features.params.trim_db=30"])],
@@ -111,11 +117,11 @@ GRIDS = {
                    nap=[(f"nap{k}", [f"data.nap={k}"]) for k in (0, 8, 16, 32)],
                    aug=[("aug0", ["training.augment.waveform.copies=0"]), ("aug2", ["training.augment.waveform.copies=2"])]),
     # third stage (bench/PROTOCOLS.md, 2026-12-02 10:31): pooling, never varied before
-    "stage3": grid(trim=[("t30", ["features.params.trim_db=30"])],
-                   pooling=[(p, [f"features.params.pooling={p}"]) for p in ("meanstd", "mean")],
-                   layers=[("L123", ["features.params.layers=[1, 2, 3]"]), ("Lall", ["features.params.layers=all"])],
-                   wd=[(f"wd{w}", [f"training.weight_decay={w}"]) for w in (0.2, 0.8)],
-                   nap=[(f"nap{k}", [f"data.nap={k}"]) for k in (0, 16)]),
+    "stage3": grid(**STAGE3),
+    # fourth stage (bench/PROTOCOLS.md, 2026-12-07 19:36): stage 3 x per-corpus whitening (the corpus condition)
+    "stage4": grid(**STAGE3, whiten=[("w0", ["data.whiten=none"]), ("w1", ["data.whiten=ledoit-wolf"])]),
+    # fifth stage (bench/PROTOCOLS.md, 2026-12-07 19:44): stage 3 x whitening with CORAL's regularisation
+    "stage5": grid(**STAGE3, whiten=[("w0", ["data.whiten=none"]), ("coral", ["data.whiten=coral"])]),
 }
 
 
@@ -162,6 +168,8 @@ def main() -> int:
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS),
                     help="the conditions to run (default: all)")
     args = ap.parse_args()
+    if args.grid in ("stage4", "stage5") and "none" in args.conditions:
+        ap.error(f"--grid {args.grid} varies per-corpus whitening, which needs the corpus condition: --conditions corpus")
     missing = [c for c in CORPORA if not (DATASETS / c).is_dir()]
     if missing:
         print(f"corpora not found: {', '.join(missing)} (in {DATASETS}); this benchmark needs all three")

@@ -133,6 +133,47 @@ def test_nuisance_attribute_projection_removes_speaker_directions():
         Normalizer.fit("global", rows, lambda r: feats[r["path"]], nap=8)
 
 
+def test_per_corpus_whitening_aligns_the_corpora_second_order_statistics():
+    """data.whiten (issue 18): each corpus z-scored and whitened by its own matrix. ``ledoit-wolf``: the inverse
+    square root of scikit-learn's shrunk estimate; two corpora correlated differently come out with the same
+    (near identity) covariance. ``coral``: (C + I)^(-1/2), never amplifying a direction. Refused without
+    per-corpus statistics."""
+    from sklearn.covariance import ledoit_wolf
+
+    from emodet.core.stats import whitening
+
+    rng = np.random.default_rng(0)
+    rows, feats = [], {}
+    for corpus, shared, scale in (("a", 1.0, np.arange(1, 7)), ("b", 2.0, np.full(6, 5.0))):  # correlation 0.5 / 0.8
+        for i in range(400):
+            row = {"path": f"{corpus}{i}", "corpus": corpus, "speaker": f"{corpus}{i % 8}"}
+            feats[row["path"]] = ((rng.normal(size=6) + shared * rng.normal()) * scale)[:, None].astype(np.float32)
+            rows.append(row)
+    norm = Normalizer.fit("corpus", rows, lambda r: feats[r["path"]], whiten="ledoit-wolf")
+    plain = Normalizer.fit("corpus", rows, lambda r: feats[r["path"]])
+    for corpus in "ab":
+        mine = [r for r in rows if r["corpus"] == corpus]
+        z = np.concatenate([plain(feats[r["path"]], r) for r in mine], 1)
+        assert np.abs(np.corrcoef(z) - np.eye(6)).max() > 0.5  # correlated before
+        cov, _ = ledoit_wolf(z.T, assume_centered=True)
+        values, vectors = np.linalg.eigh(cov)
+        np.testing.assert_allclose(whitening([z], "ledoit-wolf"), (vectors / np.sqrt(values)) @ vectors.T, atol=1e-4)
+        w = np.concatenate([norm(feats[r["path"]], r) for r in mine], 1)
+        assert np.abs(np.cov(w, bias=True) - np.eye(6)).max() < 0.05  # decorrelated: both corpora alike
+        # coral (the default): (C + I)^(-1/2), which damps the shared direction and amplifies none
+        c = z @ z.T / z.shape[1]
+        values, vectors = np.linalg.eigh(c + np.eye(6))
+        coral = whitening([z])
+        np.testing.assert_allclose(coral, (vectors / np.sqrt(values)) @ vectors.T, atol=1e-4)
+        assert np.linalg.eigvalsh(coral).max() <= 1 + 1e-6
+        assert np.linalg.eigvalsh(coral @ c @ coral).max() < 1 < np.linalg.eigvalsh(c).max()
+    back = Normalizer.from_dict(norm.to_dict())
+    assert norm.to_dict() == {"mode": "corpus", "whiten": "ledoit-wolf"} and back.whiten == "ledoit-wolf"
+    for mode in ("global", "speaker"):
+        with pytest.raises(UsageError, match="data.whiten aligns each corpus's statistics and needs data.normalize: corpus"):
+            Normalizer.fit(mode, rows, lambda r: feats[r["path"]], whiten="coral")
+
+
 def test_nap_beyond_the_training_speakers_is_refused_before_any_feature(tmp_path, synth_corpus):
     """data.nap needs more training speakers than directions: said before the feature pass, naming the largest
     value that works (it used to come after every recording's features)."""
@@ -146,5 +187,11 @@ def test_nap_beyond_the_training_speakers_is_refused_before_any_feature(tmp_path
         f"data.root={synth_corpus}", "data.corpus=folder", "data.split.val=0", "data.split.test=1", "data.nap=2",
         f"features.cache_dir={tmp_path / 'c'}"])
     with pytest.raises(UsageError, match=r"data.nap 2: .* this run trains on 2 \(set data.nap to at most 1, or 0"):
+        prepare_data(cfg, progress=False)
+    assert not list(tmp_path.rglob("*.npy"))
+    cfg = load_config(repo / "configs" / "fc_mfcc.yaml", [  # so is whitening without per-corpus statistics
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.normalize=speaker", "data.whiten=coral",
+        f"features.cache_dir={tmp_path / 'c'}"])
+    with pytest.raises(UsageError, match="data.whiten .* needs data.normalize: corpus, not 'speaker'"):
         prepare_data(cfg, progress=False)
     assert not list(tmp_path.rglob("*.npy"))

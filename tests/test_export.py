@@ -420,11 +420,13 @@ def test_the_graphs_front_end_computes_the_level_reference(tmp_path):
     assert outs["max"].max() == pytest.approx(0.0, abs=1e-4) and abs(outs[None].max()) > 1
 
 
-@pytest.mark.slow  # three corpora, a training and an export (~25 s)
-def test_a_per_corpus_model_adapts_to_a_new_domain_as_training_normalised(tmp_path):
+@pytest.mark.slow  # three corpora, a training and an export (~25 s each)
+@pytest.mark.parametrize("whiten", ["none", "coral"])
+def test_a_per_corpus_model_adapts_to_a_new_domain_as_training_normalised(tmp_path, whiten):
     """data.normalize: corpus (issue 18): trained on two corpora, each by its own statistics; the export says it
     needs adaptation and refuses without it; after adapt() on a third corpus's unlabelled recordings its logits
-    equal PyTorch's on that corpus normalised by its own statistics."""
+    equal PyTorch's on that corpus normalised by its own statistics (``data.whiten``: and whitened by its own
+    matrix, which the graph takes as an input)."""
     import torch
 
     from emodet.data.normalize import Normalizer
@@ -441,11 +443,12 @@ def test_a_per_corpus_model_adapts_to_a_new_domain_as_training_normalised(tmp_pa
     cfg = load_config(REPO / "configs" / "fc_mfcc.yaml", [
         f"data.manifest={tmp_path / 'ab.csv'}", "data.normalize=corpus", "data.split.val=0", "data.split.test=0",
         "training.epochs=3", "training.early_stopping.patience=0", "training.early_stopping.select=last",
-        f"features.cache_dir={tmp_path / 'cache'}"])
+        f"features.cache_dir={tmp_path / 'cache'}", f"data.whiten={whiten}"])
     run_experiment(cfg, "percorpus", tmp_path, progress=False)
     path = export_run(tmp_path / "percorpus", tmp_path / "percorpus.onnx", with_features=True)["path"]
     pred = EmotionPredictor(path)
     assert pred.needs == "adapt" and pred.needs_calibration
+    assert ("norm_whiten" in pred.input_names) == (whiten != "none")
     files = sorted((tmp_path / "new").rglob("*.wav"))
     with pytest.raises(UsageError, match="normalises its features per corpus and needs --adapt DIR"):
         pred.predict(files[0])
@@ -453,7 +456,11 @@ def test_a_per_corpus_model_adapts_to_a_new_domain_as_training_normalised(tmp_pa
     ours = pred.logits([sf.read(f, dtype="float32")[0] for f in files[:4]])
     info, model = load_run(tmp_path / "percorpus"), load_predictor(tmp_path / "percorpus")
     feats = {f: compute_feature(info.feature, sf.read(f, dtype="float32")[0], 16000, info.feature_params) for f in files}
-    norm = Normalizer.fit("corpus", [{"path": f, "corpus": "new"} for f in files], lambda r: feats[r["path"]])
+    norm = Normalizer.fit("corpus", [{"path": f, "corpus": "new"} for f in files], lambda r: feats[r["path"]],
+                          whiten=whiten)
+    if whiten != "none":  # the whitening changes the answer: a graph that ignored its input would fail below
+        plain = Normalizer.fit("corpus", [{"path": f, "corpus": "new"} for f in files], lambda r: feats[r["path"]])
+        assert np.abs(norm(feats[files[0]], {"corpus": "new"}) - plain(feats[files[0]], {"corpus": "new"})).max() > 0.1
     for f, got in zip(files[:4], ours):
         x = torch.from_numpy(norm(feats[f], {"corpus": "new"})[None].astype(np.float32))
         with torch.no_grad():

@@ -1,10 +1,9 @@
 """Experiment configuration: one typed schema that validates and is what the code reads.
 
-Four sections (``data``, ``features``, ``model``, ``training``), each a dataclass whose fields
-carry their default, the types they take and, where the set is closed, their choices. YAML in
-(``yaml.safe_load``), defaults filled, every key checked: an unknown or misspelt key gets an
-error naming it and the closest valid key; a value of the wrong type names the key and the type
-it needs; a placeholder or missing data root says which key or flag sets it.
+Four sections (``data``, ``features``, ``model``, ``training``), each a dataclass whose fields carry their default,
+the types they take and, where the set is closed, their choices. YAML in (``yaml.safe_load``), defaults filled,
+every key checked: an unknown or misspelt key gets an error naming it and the closest valid key; a value of the
+wrong type names the key and the type it needs; a placeholder or missing data root says which key or flag sets it.
 
     cfg = load_config("configs/cnn_logmel.yaml", ["training.epochs=3"], data_root="corpus/")
     cfg.training.augment.mixup        # typed attribute access; cfg.to_dict() for YAML/JSON
@@ -25,7 +24,7 @@ from .core.errors import UsageError
 from .core.schema import Section, option, section
 from .core.text import parse_assignments
 from .data.corpora import CORPUS_NAMES
-from .data.normalize import NORMALIZE_MODES
+from .data.normalize import NORMALIZE_MODES, WHITENING
 
 NUM = (int, float)
 OPT_STR = (str, type(None))
@@ -54,6 +53,7 @@ class DataConfig(Section):
     max_seconds: float | None = option(3.0, *NUM, type(None))
     normalize: str = option("none", str, choices=NORMALIZE_MODES)
     nap: int = option(0, int)  # nuisance attribute projection: speaker directions projected out after normalising
+    whiten: str = option("none", str, choices=("none", *WHITENING))  # with normalize: corpus (CORAL-like)
     eval_chunk_seconds: float | None = option(None, *NUM, type(None))
     num_workers: int = option(0, int)
 

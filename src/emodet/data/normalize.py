@@ -15,6 +15,10 @@ Modes, and when each fits:
   speaker shows mostly one emotion.
 - ``none``: features as they are.
 
+``whiten`` (with ``corpus``: ``coral`` or ``ledoit-wolf``): after each corpus's z-score, its features are
+whitened by that corpus's own regularised correlation matrix (``core.stats.whitening``), so every corpus, the
+new domain's at deployment too (``--adapt DIR``), has like second-order statistics: CORAL-like alignment.
+
 ``nap`` (nuisance attribute projection, with any mode): after the z-score, the top-k principal
 directions of the training speakers' mean vectors are projected out. Speakers differ there (voice,
 microphone, room: what also differs between corpora), while emotions vary within each speaker;
@@ -29,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.errors import UsageError
-from ..core.stats import frame_moments
+from ..core.stats import WHITENING, frame_moments, whitening
 
 NORMALIZE_MODES = ("none", "global", "corpus", "speaker")
 GROUPED_MODES = ("corpus", "speaker")  # statistics per group of recordings, needed again at deployment
@@ -53,6 +57,16 @@ def check_nap(k: int, speakers: int) -> None:
                          f"speakers; this run trains on {speakers} (set data.nap to at most {max(speakers - 1, 0)}, or 0 for none)")
 
 
+def check_whiten(whiten: str, mode: str) -> None:
+    """``data.whiten`` is ``none`` or a ``WHITENING`` method, the latter only with ``corpus`` normalisation."""
+    if whiten not in ("none", *WHITENING):
+        raise UsageError(f"data.whiten {whiten!r}: valid values are none, {', '.join(WHITENING)}")
+    if whiten != "none" and mode != "corpus":
+        raise UsageError(f"data.whiten aligns each corpus's statistics and needs data.normalize: corpus, not {mode!r} "
+                         "(per speaker, a few recordings cannot estimate a whitening matrix; global statistics have "
+                         "no domain to align)")
+
+
 @dataclass
 class Normalizer:
     """``normalizer(features (F, T), row) -> (F, T)``; ``fit`` takes the statistics, ``to_dict`` what a run saves."""
@@ -62,12 +76,16 @@ class Normalizer:
     std: np.ndarray | None = None
     groups: dict = field(default_factory=dict)  # group (speaker or corpus) -> (mean, std)
     nap: np.ndarray | None = None  # (F, k) orthonormal directions projected out after the z-score
+    whiten: str = "none"  # ``corpus`` mode: a ``WHITENING`` method, each group's z-scores whitened by its own matrix
+    whitened: dict = field(default_factory=dict)  # group -> (F, F) whitening matrix
 
     @classmethod
     def fit(cls, mode: str, rows: list[dict], load: Callable[[dict], np.ndarray], nap: int = 0,
-            train_rows: list[dict] | None = None) -> "Normalizer":
+            train_rows: list[dict] | None = None, whiten: str = "none") -> "Normalizer":
         """Statistics for ``mode`` from ``rows`` (``global``: pass the training rows only); ``nap`` > 0 learns
-        that many nuisance directions from ``train_rows`` (default: ``rows``)."""
+        that many nuisance directions from ``train_rows`` (default: ``rows``); ``whiten`` (``corpus`` mode) a
+        whitening matrix per corpus by that method."""
+        check_whiten(whiten, mode)
         if mode in (None, False, "none"):
             out = cls("none")
         elif mode not in NORMALIZE_MODES:
@@ -79,6 +97,10 @@ class Normalizer:
             for r in rows:
                 by_group.setdefault(norm_group(mode, r), []).append(r)
             out = cls(mode, groups={g: frame_moments(load(r) for r in group) for g, group in by_group.items()})
+            if whiten != "none":
+                out.whiten = whiten
+                out.whitened = {g: whitening((out._zscore(np.asarray(load(r), np.float64), g) for r in group), whiten)
+                                for g, group in by_group.items()}
         if nap:
             out.nap = out._nuisance(train_rows if train_rows is not None else rows, load, nap)
         return out
@@ -101,14 +123,21 @@ class Normalizer:
             group = norm_group(self.mode, row or {})
             if group not in self.groups:
                 raise UsageError(f"per-{self.mode} normalisation has no statistics for {self.mode} {group!r}")
-            mean, std = self.groups[group]
-            out = (feats - mean[:, None]) / std[:, None]
+            out = self._zscore(feats, group)
+            if self.whiten != "none":
+                out = self.whitened[group] @ out
         if self.nap is not None:
             out = out - self.nap @ (self.nap.T @ out)
         return out
 
+    def _zscore(self, feats: np.ndarray, group: str) -> np.ndarray:
+        mean, std = self.groups[group]
+        return (feats - mean[:, None]) / std[:, None]
+
     def to_dict(self) -> dict:
         out = {"mode": self.mode}
+        if self.whiten != "none":
+            out["whiten"] = self.whiten
         if self.mode == "global":
             out.update(mean=self.mean.tolist(), std=self.std.tolist())
         if self.nap is not None:
@@ -120,4 +149,4 @@ class Normalizer:
         nap = np.asarray(d["nap"], np.float32).T if d.get("nap") else None
         if d.get("mode") == "global":
             return cls("global", np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), nap=nap)
-        return cls(d.get("mode", "none"), nap=nap)
+        return cls(d.get("mode", "none"), nap=nap, whiten=d.get("whiten", "none"))

@@ -25,7 +25,7 @@ from .corpora import CORPUS_NAMES, prepare_corpus
 from .dataset import locate, row_cache
 from .labels import CANONICAL_LABELS, load_label_map
 from .manifest import read_manifest, resolve_path, write_manifest
-from .normalize import Normalizer, check_nap
+from .normalize import Normalizer, check_nap, check_whiten
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
 
     check_babble_pool(cfg.training.augment.waveform, rows)  # before the (maybe long) feature pass
     check_nap(cfg.data.nap, len({r["speaker"] for r in rows if r.get("split") == "train"}))
+    check_whiten(cfg.data.whiten, cfg.data.normalize)
     cache = new_cache()
     rows, skipped = build_features(cache, rows, root, manifest_path, cfg.features.plugins, progress)
     for s in skipped:
@@ -248,7 +249,7 @@ def fit_normalizer(cfg: Config, data: PreparedData) -> Normalizer:
     mode = cfg.data.normalize
     train = [r for r in data.rows if r.get("split") == "train"]
     rows = train if mode == "global" else data.rows
-    return Normalizer.fit(mode, rows + data.augmented, data.load, cfg.data.nap, train)
+    return Normalizer.fit(mode, rows + data.augmented, data.load, cfg.data.nap, train, cfg.data.whiten)
 
 
 def make_loaders(cfg: Config, data: PreparedData, normalizer: Normalizer, rows_by_split: dict, distributed=None,

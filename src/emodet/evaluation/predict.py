@@ -54,7 +54,7 @@ def predict_rows(model: torch.nn.Module, rows: list[dict], root, manifest_path, 
         def load(r):
             return row_cache(r, cache, variant_caches).load(*locate(r["path"], root, manifest_path))
 
-        norm = dataclasses.replace(Normalizer.fit(mode, rows, load), nap=norm.nap)
+        norm = dataclasses.replace(Normalizer.fit(mode, rows, load, whiten=norm.whiten), nap=norm.nap)
     ds = FeatureDataset(rows, root, cache, labels, normalizer=norm, manifest_path=manifest_path,
                         variant_caches=variant_caches)
     device = next(model.parameters()).device

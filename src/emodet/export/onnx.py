@@ -36,11 +36,12 @@ class DeployModel(nn.Module):
         if self.mode == "global":
             self.register_buffer("mean", torch.tensor(normalizer["mean"], dtype=torch.float32)[:, None])
             self.register_buffer("std", torch.tensor(normalizer["std"], dtype=torch.float32)[:, None])
+        self.whiten = normalizer.get("whiten", "none") != "none"  # per-corpus whitening: the domain's matrix, an input
         nap = normalizer.get("nap")  # nuisance directions projected out after normalising
         self.register_buffer("nap", torch.tensor(nap, dtype=torch.float32).t() if nap else None)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, norm_mean: torch.Tensor | None = None,
-                norm_std: torch.Tensor | None = None) -> torch.Tensor:
+                norm_std: torch.Tensor | None = None, norm_whiten: torch.Tensor | None = None) -> torch.Tensor:
         if getattr(self.frontend, "takes_lengths", False):  # e.g. an encoder: it pools over each item's length
             x, lengths = self.frontend(x, lengths)
         elif self.frontend is not None:
@@ -53,6 +54,8 @@ class DeployModel(nn.Module):
             x = (x - self.mean) / self.std
         elif self.mode in GROUPED_MODES:  # the speaker's (or domain's) statistics, given as inputs
             x = (x - norm_mean[:, None]) / norm_std[:, None]
+            if self.whiten:
+                x = torch.matmul(norm_whiten, x)
         if self.nap is not None:
             x = x - torch.matmul(self.nap, torch.matmul(self.nap.t(), x))
         logits = self.model(x, lengths)
@@ -70,9 +73,11 @@ def graph_front_end(spec, sr: int, params: dict) -> nn.Module:
     return frontend.eval()
 
 
-def graph_inputs(sr: int, hop: int, n_feat: int, with_features: bool, speaker: bool, max_seconds=None):
+def graph_inputs(sr: int, hop: int, n_feat: int, with_features: bool, speaker: bool, max_seconds=None,
+                 whiten: bool = False):
     """``(example inputs, input names, dynamic shapes)`` of a ``DeployModel``'s export: raw audio of any length
-    (up to ``max_seconds``) or features of any length, any batch; a speaker's (domain's) statistics as inputs."""
+    (up to ``max_seconds``) or features of any length, any batch; a speaker's (domain's) statistics as inputs
+    (``whiten``: the domain's whitening matrix too)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     if with_features:
         samples = torch.export.Dim("samples", min=max(2 * hop * 8, 2560),
@@ -87,6 +92,10 @@ def graph_inputs(sr: int, hop: int, n_feat: int, with_features: bool, speaker: b
         example += (torch.zeros(n_feat), torch.ones(n_feat))
         names += ["norm_mean", "norm_std"]
         shapes.update({"norm_mean": {}, "norm_std": {}})
+    if speaker and whiten:
+        example += (torch.eye(n_feat),)
+        names.append("norm_whiten")
+        shapes["norm_whiten"] = {}
     return example, names, shapes
 
 
@@ -124,7 +133,7 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
     deploy = DeployModel(model, frontend, hop, info.normalizer, features_out).eval()
     n_feat = int(info.input_shape[0])
     max_seconds = getattr(frontend, "max_seconds", None)  # an encoder's window: the runtime cuts longer audio
-    example, names, shapes = graph_inputs(sr, hop, n_feat, with_features, speaker, max_seconds)
+    example, names, shapes = graph_inputs(sr, hop, n_feat, with_features, speaker, max_seconds, deploy.whiten)
     metadata = {"emodet.labels": json.dumps(info.labels), "emodet.sample_rate": sr,
                 "emodet.feature": info.feature, "emodet.feature_params": json.dumps(frame_params),
                 "emodet.normalizer": json.dumps({k: v for k, v in info.normalizer.items() if k != "nap"}),

@@ -30,13 +30,14 @@ def real_inputs(info, sr: int, n: int = 4, split: str = "test") -> list[np.ndarr
 
 
 def feeds(wavs, names, info, with_features, n_feat, speaker, sr):
-    from ..core.stats import frame_moments
+    from ..core.stats import group_inputs
     from ..features import compute_feature
 
     feats = [np.array(compute_feature(info.feature, w, sr, info.feature_params), dtype=np.float32) for w in wavs]
     # per-speaker models: the check recordings share one set of statistics, as a calibrated speaker's would
     # (one recording's own statistics would zero out functionals, which have a single frame)
-    stats = dict(zip(("norm_mean", "norm_std"), frame_moments(feats))) if speaker and feats else {}
+    stats = group_inputs(feats, info.normalizer.get("whiten")) if speaker and feats else {}
+    stats = {k: v.astype(np.float32) for k, v in stats.items()}
     feeds = []
     for w, f in zip(wavs, feats):
         if with_features:

@@ -24,7 +24,7 @@ from ..core.audio import load_audio_with_rate, resample, to_mono, trim_silence, 
 from ..core.errors import UsageError
 from ..core.fusion import softmax
 from ..core.smile import FUNCTIONAL_SETS, functionals
-from ..core.stats import frame_moments
+from ..core.stats import group_inputs
 from .frontend import NumpyFrontEnd
 
 SELF_CALIBRATION_SECONDS = 10.0  # a long recording may normalise its own windows (with a warning)
@@ -103,7 +103,7 @@ class EmotionPredictor(ProbabilityAPI):
         # files exported before "emodet.needs" existed: statistics as inputs meant per-speaker normalisation
         self.needs = meta.get("emodet.needs") or ("calibrate" if "norm_mean" in self.input_names else "nothing")
         self._frontend = None
-        self._stats: tuple[np.ndarray, np.ndarray] | None = None
+        self._stats: dict[str, np.ndarray] | None = None  # the normalisation inputs of a calibrated / adapted model
 
     # -- what the model needs ----------------------------------------------------------------
     @property
@@ -133,7 +133,11 @@ class EmotionPredictor(ProbabilityAPI):
                              f"needs several recordings {of_what}, got {len(recordings)}")
         if not few_ok:
             warn_if_few(len(recordings), f"{doing} {self.path.name}", of_what)
-        self._stats = frame_moments(self.features(*self._load(r, sr)) for r in recordings)
+        self._stats = self._group_inputs(self.features(*self._load(r, sr)) for r in recordings)
+
+    def _group_inputs(self, features) -> dict[str, np.ndarray]:
+        """The graph's normalisation inputs (statistics, a per-corpus model's whitening matrix) from features."""
+        return group_inputs(features, self.normalizer.get("whiten") if "norm_whiten" in self.input_names else None)
 
     def _require_statistics(self) -> None:
         if self.needs_calibration:
@@ -159,8 +163,10 @@ class EmotionPredictor(ProbabilityAPI):
             if self.feature_params.get("trim_db") is not None:
                 wav = trim_silence(wav, self.sr, self.feature_params["trim_db"])[0]
             n = next(i.shape[0] for i in self.session.get_inputs() if i.name == "norm_mean")
+            identity = {"norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32),
+                        "norm_whiten": np.eye(n, dtype=np.float32)}
             feed = {"audio": wav[None].astype(np.float32), "audio_lengths": np.array([len(wav)], np.int64),
-                    "norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32)}
+                    **{k: v for k, v in identity.items() if k in self.input_names}}
             return self.session.run(["features"], feed)[0][0]
         return self.frontend(wav)
 
@@ -188,7 +194,7 @@ class EmotionPredictor(ProbabilityAPI):
         """Logits ``(B, C)`` for mono float32 signals at the model's rate (or at ``rates``, native-rate features)."""
         self._require_statistics()
         rates = rates or [self.sr] * len(wavs)
-        norm = dict(zip(("norm_mean", "norm_std"), self._stats)) if "norm_mean" in self.input_names else {}
+        norm = self._stats if "norm_mean" in self.input_names else {}
         if self.with_features:
             if self.feature_params.get("trim_db") is not None:  # as training did before its encoder
                 wavs = [trim_silence(w, self.sr, self.feature_params["trim_db"])[0] for w in wavs]
@@ -220,7 +226,7 @@ class EmotionPredictor(ProbabilityAPI):
         if self.with_features:
             raise UsageError("this model takes raw audio (exported --with-features); use predict()")
         self._require_statistics()
-        norm = dict(zip(("norm_mean", "norm_std"), self._stats)) if "norm_mean" in self.input_names else {}
+        norm = self._stats if "norm_mean" in self.input_names else {}
         return as_dict(self.labels, self._softmax(self.session.run(["logits"], {**pad_features([features]), **norm})[0][0]))
 
     def window_probabilities(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[tuple]:
@@ -237,7 +243,7 @@ class EmotionPredictor(ProbabilityAPI):
             warnings.warn(f"{self.path.name} needs per-{'speaker' if self.needs == 'calibrate' else 'corpus'} "
                           f"statistics: taking them from the whole {len(wav) / rate:.0f} s recording (give --calibrate "
                           "recordings of the speaker to use those instead)", CalibrationWarning, stacklevel=2)
-            self._stats = frame_moments([self.features(wav, rate)])
+            self._stats = self._group_inputs([self.features(wav, rate)])
             try:
                 return self.window_probabilities((wav, rate), window_s, hop_s)
             finally:
