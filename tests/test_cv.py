@@ -128,6 +128,8 @@ def test_evaluate_and_ensemble_cli(tmp_path, synth_corpus):
     m = json.loads(metrics.read_text())
     assert m["features"]["params"].pop("ref") is None
     metrics.write_text(json.dumps(m))
+    twice = cli("ensemble", tmp_path / "runs" / "m0", tmp_path / "runs" / "m0", "--out", tmp_path / "ens")
+    assert twice.returncode == 2 and "m0 given more than once" in twice.stderr and not (tmp_path / "ens").exists()
     ens = cli("ensemble", tmp_path / "runs" / "m0", tmp_path / "runs" / "m1", "--out", tmp_path / "ens", "--evaluate")
     assert ens.returncode == 0, ens.stderr
     assert "ensemble on test (15 recordings)" in ens.stdout
