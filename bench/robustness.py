@@ -7,7 +7,8 @@ Each config is cross-validated leave-one-speaker-out as bench/accuracy.py runs i
 so finished folds are reused); every fold's model then predicts its held-out speaker's recordings clean
 and degraded: telephone band; pink noise and babble (other training speakers' recordings) at 20, 10 and
 0 dB SNR; reverberation in simulated rooms of RT60 0.3, 0.6 and 1.0 s; MP3 at 32 kb/s; Opus at 16 kb/s;
--30 dB gain; clipping at 30% of the peak; and babble of voices neither trained on nor tested ("babble
+-30 dB gain, in float and written to 16 bits (a quiet file: its quantisation floor rises 30 dB towards
+the speech); clipping at 30% of the peak; and babble of voices neither trained on nor tested ("babble
 unheard": 48 recordings of another corpus, by default nEMO's Polish speakers, --unheard-babble DIR). Degradations are seeded (the same for every model). A config
 name takes bench/accuracy.py's variants, e.g. ~aug: training.augment.waveform.copies=2 (noise, rooms, codecs
 and gain on the training copies; never on the test recordings), ~babtr: their babble from the fold's other
@@ -37,7 +38,8 @@ from accuracy import CORPORA  # noqa: E402  (the accuracy bench's corpora and ru
 
 SR = 16000
 CONDITIONS = ["clean", "telephone", *(f"pink {s} dB" for s in (20, 10, 0)), *(f"babble {s} dB" for s in (20, 10, 0)),
-              *(f"reverb RT60 {t} s" for t in (0.3, 0.6, 1.0)), "MP3 32 kb/s", "Opus 16 kb/s", "gain -30 dB", "clipping 30%"]
+              *(f"reverb RT60 {t} s" for t in (0.3, 0.6, 1.0)), "MP3 32 kb/s", "Opus 16 kb/s", "gain -30 dB",
+              "gain -30 dB, 16-bit", "clipping 30%"]
 UNHEARD = [f"babble unheard {s} dB" for s in (20, 10, 0)]  # voices of another corpus (--unheard-babble)
 _UNHEARD_POOL: list[np.ndarray] = []
 
@@ -72,7 +74,8 @@ def degrade(wav: np.ndarray, condition: str, seed: int, pool: list[np.ndarray]) 
     if condition.startswith("Opus"):
         return augment.codec(wav, SR, "opus", 16)
     if condition.startswith("gain"):
-        return augment.gain(wav, -30.0)
+        quiet = augment.gain(wav, -30.0)
+        return np.round(quiet * 32768).clip(-32768, 32767).astype(np.float32) / 32768 if "16-bit" in condition else quiet
     return augment.clip(wav, 0.3)
 
 
