@@ -160,7 +160,7 @@ def test_per_corpus_whitening_aligns_the_corpora_second_order_statistics():
         np.testing.assert_allclose(whitening([z], "ledoit-wolf"), (vectors / np.sqrt(values)) @ vectors.T, atol=1e-4)
         w = np.concatenate([norm(feats[r["path"]], r) for r in mine], 1)
         assert np.abs(np.cov(w, bias=True) - np.eye(6)).max() < 0.05  # decorrelated: both corpora alike
-        # coral (the default): (C + I)^(-1/2), which damps the shared direction and amplifies none
+        # coral (whitening()'s default): (C + I)^(-1/2), which damps the shared direction and amplifies none
         c = z @ z.T / z.shape[1]
         values, vectors = np.linalg.eigh(c + np.eye(6))
         coral = whitening([z])
@@ -169,6 +169,13 @@ def test_per_corpus_whitening_aligns_the_corpora_second_order_statistics():
         assert np.linalg.eigvalsh(coral @ c @ coral).max() < 1 < np.linalg.eigvalsh(c).max()
     back = Normalizer.from_dict(norm.to_dict())
     assert norm.to_dict() == {"mode": "corpus", "whiten": "ledoit-wolf"} and back.whiten == "ledoit-wolf"
+    with pytest.raises(UsageError, match="ledoit-wolf whitening needs at least 3 recordings"):
+        whitening([z[:, :2]], "ledoit-wolf")  # two z-scored vectors: mirror images, no shrinkage, a 1e3 gain
+    from pathlib import Path
+
+    from emodet.config import load_config
+    with pytest.raises(UsageError, match="data.whiten must be one of none, coral, ledoit-wolf, got True"):
+        load_config(Path(__file__).resolve().parents[1] / "configs" / "general.yaml", ["data.whiten=true"])
     for mode in ("global", "speaker"):
         with pytest.raises(UsageError, match="data.whiten aligns each corpus's statistics and needs data.normalize: corpus"):
             Normalizer.fit(mode, rows, lambda r: feats[r["path"]], whiten="coral")

@@ -90,6 +90,11 @@ def test_ref_max_is_relative_to_the_loudest_bin_and_takes_a_gain_away(tmp_path):
         np.testing.assert_allclose(module(batch, frames)[1, :, : alone.shape[1]].numpy(), alone, atol=2e-3)
         if ref == "max":
             assert np.abs(module(batch)[1, :, : alone.shape[1]].numpy() - alone).max() > 1  # without: moved
+    # half precision (AMP): amin is 0 in float16, so the dB step runs in float32; silence gives finite features
+    from emodet.features.spectral import AmplitudeToDB
+    for ref in (None, "max"):
+        silent = AmplitudeToDB(80.0, ref=ref)(torch.zeros(1, 4, 6, dtype=torch.float16))
+        assert silent.dtype == torch.float32 and torch.isfinite(silent).all()
     default = FeatureCache(tmp_path, "logmel", {})
     assert "ref" not in default.config["params"]  # caches made before the parameter existed stay valid
     assert FeatureCache(tmp_path, "logmel", {"ref": "max"}).dir != default.dir

@@ -65,12 +65,13 @@ def _checked(value: Any, types: tuple, choices: tuple | None, where: str, source
             value = float(value)
         except ValueError:
             pass
+    need = f"one of {', '.join(map(str, choices))}" if choices else _type_names(types)  # choices: name them
     if isinstance(value, bool) and bool not in types:
-        raise UsageError(f"{source}: {where} must be {_type_names(types)}, got {value!r}")
+        raise UsageError(f"{source}: {where} must be {need}, got {value!r}")
     if not isinstance(value, types) and not (float in types and isinstance(value, int)):
-        raise UsageError(f"{source}: {where} must be {_type_names(types)}, got {value!r} ({type(value).__name__})")
+        raise UsageError(f"{source}: {where} must be {need}, got {value!r} ({type(value).__name__})")
     if choices and value not in choices:
-        raise UsageError(f"{source}: {where} must be one of {', '.join(choices)}, got {value!r}")
+        raise UsageError(f"{source}: {where} must be {need}, got {value!r}")
     if isinstance(value, dict) and isinstance(current, dict):  # free-form mapping (model.params):
         value = _merge_free(current, value)  # --set model.params.hidden=[32] keeps the other params
     return copy.deepcopy(value)

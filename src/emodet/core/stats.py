@@ -46,6 +46,9 @@ def whitening(arrays: Iterable[np.ndarray], method: str = "coral") -> np.ndarray
         count += a.shape[1]
     if cov is None or count == 0:
         raise UsageError("cannot compute a whitening matrix from no data")
+    if method == "ledoit-wolf" and count < 3:  # two z-scored vectors are mirror images: no shrinkage, a 1e3 gain
+        raise UsageError(f"ledoit-wolf whitening needs at least 3 recordings (frames) of the domain, got {count}; "
+                         "give more recordings, or use a model trained with data.whiten: coral")
     p = cov.shape[0]
     cov /= count
     if method == "coral":

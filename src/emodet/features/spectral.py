@@ -188,9 +188,10 @@ class AmplitudeToDB(nn.Module):
 
     def forward(self, power: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         """``frames`` ``(B,)``: each item's own number of frames in a padded batch ``(B, F, T)``; its maximum is
-        then taken over those alone, so an item gives what it gives alone (else over all ``T``). In float32 always:
-        ``amin`` (1e-10) is 0 in float16, where a silent item's reference would give NaN."""
-        power = power.float()
+        then taken over those alone, so an item gives what it gives alone (else over all ``T``). Half precision
+        is computed in float32: ``amin`` (1e-10) is 0 in float16, where a silent item's reference gave NaN."""
+        if power.dtype in (torch.float16, torch.bfloat16):
+            power = power.float()
         if self.ref == "max":  # amin relative to the peak too (librosa's is absolute): a gain changes nothing
             peak = torch.clamp(self._peak(power, frames), min=self.amin)
             db = 10.0 * torch.log10(torch.clamp(power / peak, min=self.amin))

@@ -262,7 +262,8 @@ class EmotionPredictor(ProbabilityAPI):
     def describe(self) -> dict:
         """What a person (or ``GET /model``) wants to know of the model."""
         return {"path": str(self.path), "labels": self.labels, "sample_rate": self.sr, "feature": self.feature,
-                "normalize": self.normalizer.get("mode", "none"), "needs": self.needs, "temperature": self.temperature,
+                "normalize": self.normalizer.get("mode", "none"), "whiten": self.normalizer.get("whiten", "none"),
+                "needs": self.needs, "temperature": self.temperature,
                 "with_features": self.with_features, "max_seconds": self.max_seconds, "emodet_version": self.version}
 
 
