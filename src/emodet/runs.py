@@ -157,11 +157,11 @@ def create_ensemble(runs: list[str | Path], out: str | Path, weights: list[float
     if combine not in ("prob", "logit"):
         raise UsageError(f"ensemble combine {combine!r}: valid values are prob, logit")
     runs = [Path(r).resolve() for r in runs]
+    infos = [_run_info(r) for r in runs]  # each a finished run (named if not) before anything else
     twice = sorted({str(r) for r in runs if runs.count(r) > 1})
     if twice:
         raise UsageError(f"ensemble: {', '.join(twice)} given more than once (a model with itself gives its own answers; "
                          "to count one member more, give each run once and --weights)")
-    infos = [_run_info(r) for r in runs]
     first = infos[0]
     for run, info in zip(runs[1:], infos[1:]):
         for key, what in _SHARED:
