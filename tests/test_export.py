@@ -445,6 +445,9 @@ def test_a_per_corpus_model_adapts_to_a_new_domain_as_training_normalised(tmp_pa
         "training.epochs=3", "training.early_stopping.patience=0", "training.early_stopping.select=last",
         f"features.cache_dir={tmp_path / 'cache'}", f"data.whiten={whiten}"])
     run_experiment(cfg, "percorpus", tmp_path, progress=False)
+    # the run's config kept fc_mfcc.yaml's placeholder root: its paths are relative to its manifest, as in training
+    evaluated = cli("evaluate", tmp_path / "percorpus", "--split", "train")
+    assert evaluated.returncode == 0 and "DATA_ROOT_PLACEHOLDER" not in evaluated.stderr, evaluated.stderr
     path = export_run(tmp_path / "percorpus", tmp_path / "percorpus.onnx", with_features=True)["path"]
     pred = EmotionPredictor(path)
     assert pred.needs == "adapt" and pred.needs_calibration

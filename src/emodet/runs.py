@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, check_data_root, load_config
 from .core.errors import UsageError
 from .core.fusion import normalized_weights
 from .core.io import atomic_write_json
@@ -53,7 +53,12 @@ class RunInfo:
 
     @property
     def data_root(self) -> str | None:
-        return self.config.data.root
+        """The root the run's manifest paths are under; ``None`` where they are relative to the manifest (a run
+        trained from a manifest whose config kept a shipped placeholder root, as training read it)."""
+        try:
+            return None if check_data_root(self.config) is None else self.config.data.root
+        except UsageError:  # a root that is gone: kept, so a missing file is named under it
+            return self.config.data.root
 
     @property
     def cache_dir(self) -> str:
