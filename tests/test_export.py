@@ -118,12 +118,26 @@ def test_a_per_speaker_model_refuses_to_answer_without_calibration(exported, syn
         pred.calibrate([clip], few_ok=True)  # a caller that checked the audio's length itself (the server's stream)
         pred.calibrate(sorted((synth_corpus / "sad").glob("spk01_*.wav")) + [clip])
     assert not pred.needs_calibration and sum(pred.predict(clip).values()) == pytest.approx(1, abs=1e-5)
+    # one path, as the command line takes it: a file (never read a character at a time) or a folder of audio files
+    with pytest.warns(CalibrationWarning, match="on 1 recording.s. of the speaker"):
+        pred.calibrate(str(clip))
+    pred.calibrate(synth_corpus / "sad")
+    by_folder = pred.predict(clip)
+    pred.calibrate(sorted((synth_corpus / "sad").rglob("*.wav")))
+    assert pred.predict(clip) == pytest.approx(by_folder, abs=1e-5)
+    with pytest.raises(UsageError, match="calibrating nothere.wav: no such file or folder"):
+        pred.calibrate("nothere.wav")
+    with pytest.warns(CalibrationWarning, match="normalises per speaker: the adaptation recordings are used for its calibration"):
+        pred.adapt(sorted((synth_corpus / "sad").rglob("*.wav")))  # the other kind of recordings: said
+    missing = cli("predict", out / "cnn.onnx", clip, "--calibrate", tmp_path / "nothere")
+    assert missing.returncode == 2 and "--calibrate" in missing.stderr and "no such file or folder" in missing.stderr
+    assert "recording(s)" not in missing.stderr  # refused before any counting or warning
     # a long recording is its own enrollment for sliding windows (warned), and the windows differ
     long = np.concatenate([sf.read(f, dtype="float32")[0] for f in sorted(synth_corpus.rglob("spk02_*.wav"))[:8]])
     sf.write(tmp_path / "long.wav", long, 16000)
     windowed = cli("predict", out / "cnn.onnx", tmp_path / "long.wav", "--window", "2", "--json")
     assert windowed.returncode == 0, windowed.stderr
-    assert "taking them from the whole" in windowed.stderr
+    assert "taking them from the whole" in windowed.stderr and "give --calibrate recordings of the speaker" in windowed.stderr
     windows = json.loads(windowed.stdout)[0]["windows"]
     assert windows[1]["start"] == 1.0  # the hop defaults to half the window
     assert len({json.dumps(w["probabilities"]) for w in windows}) > 1
@@ -455,6 +469,9 @@ def test_a_per_corpus_model_adapts_to_a_new_domain_as_training_normalised(tmp_pa
     files = sorted((tmp_path / "new").rglob("*.wav"))
     with pytest.raises(UsageError, match="normalises its features per corpus and needs --adapt DIR"):
         pred.predict(files[0])
+    long = np.concatenate([sf.read(f, dtype="float32")[0] for f in files])  # a long recording adapts on itself
+    with pytest.warns(CalibrationWarning, match="give --adapt recordings of the domain to use those instead"):
+        pred.window_probabilities((long, 16000), 2.0, 1.0)
     pred.adapt(files)
     ours = pred.logits([sf.read(f, dtype="float32")[0] for f in files[:4]])
     info, model = load_run(tmp_path / "percorpus"), load_predictor(tmp_path / "percorpus")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import sys
 from pathlib import Path
 
 from ..core.errors import UsageError
+from ..core.files import expand_inputs
 from .common import EXIT_FAILED, EXIT_OK, examples, positive_float
 
 
@@ -96,31 +96,8 @@ def build_predictor(args):
 
     if args.weights and not args.fuse:
         raise UsageError("--weights go with --fuse (one weight a model, the first model's first)")
-    return open_predictor([args.model, *args.fuse], args.weights, expand_inputs(args.calibrate, "--calibrate"),
-                          expand_inputs(args.adapt, "--adapt"))
-
-
-def expand_inputs(items: list[str], flag: str = "FILE") -> list[str]:
-    """Files as given; folders as every audio file under them (sorted); quoted globs expanded; ``-`` kept."""
-    from ..core.files import list_audio_files
-
-    out = []
-    for item in items:
-        if item == "-":
-            out.append(item)
-        elif Path(item).is_dir():
-            found = list_audio_files(item)
-            if not found:
-                raise UsageError(f"{flag} {item}: a folder with no audio files")
-            out += [str(Path(item) / rel) for rel in found]
-        elif any(c in item for c in "*?[") and not Path(item).exists():
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise UsageError(f"{flag} {item!r}: the pattern matches no file")
-            out += matches
-        else:
-            out.append(item)
-    return out
+    return open_predictor([args.model, *args.fuse], args.weights, expand_inputs(args.calibrate, "--calibrate", False),
+                          expand_inputs(args.adapt, "--adapt", False))
 
 
 def cmd_predict(args) -> int:

@@ -7,7 +7,8 @@ import socket
 
 from ..core.errors import UsageError
 from .common import EXIT_OK, examples, positive_float
-from .deploy import add_model_args, build_predictor, expand_inputs
+from ..core.files import expand_inputs
+from .deploy import add_model_args, build_predictor
 
 
 # -- emodet serve ----------------------------------------------------------------------------
@@ -54,7 +55,8 @@ def cmd_serve(args) -> int:
     predictor = build_predictor(args)
     settings = ServeSettings(args.token, args.max_upload_mb, args.max_seconds, LOOPBACK_HOSTS if loopback else None)
     spec = {"models": [args.model, *args.fuse], "weights": args.weights,
-            "calibrate": expand_inputs(args.calibrate, "--calibrate"), "adapt": expand_inputs(args.adapt, "--adapt")}
+            "calibrate": expand_inputs(args.calibrate, "--calibrate", False),
+            "adapt": expand_inputs(args.adapt, "--adapt", False)}
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
     print(f"serving {args.model} ({', '.join(predictor.labels)}) on {where}"
           + (" (token required: a browser opens /?token=...)" if args.token else "") + "; Ctrl-C stops")

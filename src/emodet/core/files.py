@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from collections import Counter
 from pathlib import Path
@@ -37,3 +38,27 @@ def scan_folder(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = 
             else:
                 others[Path(name).suffix.lower() or "(no extension)"] += 1
     return sorted(found), others
+
+
+def expand_inputs(items: list[str], flag: str = "FILE", missing_ok: bool = True) -> list[str]:
+    """Files as given; folders as every audio file under them (sorted); quoted globs expanded; ``-`` kept. A path
+    that does not exist is kept (a batch reports it with the others) unless ``missing_ok`` is false."""
+    out = []
+    for item in items:
+        if item == "-":
+            out.append(item)
+        elif Path(item).is_dir():
+            found = list_audio_files(item)
+            if not found:
+                raise UsageError(f"{flag} {item}: a folder with no audio files")
+            out += [str(Path(item) / rel) for rel in found]
+        elif any(c in item for c in "*?[") and not Path(item).exists():
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise UsageError(f"{flag} {item!r}: the pattern matches no file")
+            out += matches
+        elif not missing_ok and not Path(item).exists():
+            raise UsageError(f"{flag} {item}: no such file or folder")
+        else:
+            out.append(item)
+    return out

@@ -84,7 +84,7 @@ def evaluate_directory(run_dir: str | Path, manifest: str | Path | None = None, 
     logits = predict_rows(model, rows, root, manifest_path, info.labels, cache, info.normalizer)
     metrics = metrics_for(rows, logits, info.labels)
     metrics.update({"split": split, "manifest": str(manifest_path), "normalize": info.normalize,
-                    "seen_speakers": seen})
+                    "whiten": info.normalizer.get("whiten", "none"), "seen_speakers": seen})
     metrics["calibration"] = _judge_temperature(logits.numpy(), metrics_targets(rows, info.labels),
                                                 float(info.metrics.get("calibration", {}).get("temperature", 1.0)))
     json_path = Path(out) if out else run_dir / (f"eval_{split}.json" if not manifest

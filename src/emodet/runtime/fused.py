@@ -6,7 +6,7 @@ import numpy as np
 
 from ..core.errors import UsageError
 from ..core.fusion import fuse_probabilities, normalized_weights
-from .predictor import EmotionPredictor, ProbabilityAPI, warn_if_few, window_dicts
+from .predictor import EmotionPredictor, ProbabilityAPI, as_recordings, warn_if_few, window_dicts
 
 
 class FusedPredictor(ProbabilityAPI):
@@ -39,14 +39,14 @@ class FusedPredictor(ProbabilityAPI):
         return next((m.needs for m in self.members if m.needs != "nothing"), "nothing")
 
     def calibrate(self, recordings, sr: int | None = None, *, few_ok: bool = False) -> None:
-        recordings = list(recordings)
+        recordings = as_recordings(recordings, "calibrating")
         if not few_ok and self.needs != "nothing":
             warn_if_few(len(recordings), "calibrating the fusion", "of the speaker")  # once, not once a member
         for m in self.members:
             m.calibrate(recordings, sr, few_ok=True)
 
     def adapt(self, recordings, sr: int | None = None, *, few_ok: bool = False) -> None:
-        recordings = list(recordings)
+        recordings = as_recordings(recordings, "adapting")
         if not few_ok and self.needs != "nothing":
             warn_if_few(len(recordings), "adapting the fusion", "of the domain")
         for m in self.members:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.audio import load_audio_with_rate, resample, to_mono, trim_silence, window_starts
 from ..core.errors import UsageError
+from ..core.files import expand_inputs
 from ..core.fusion import softmax
 from ..core.smile import FUNCTIONAL_SETS, functionals
 from ..core.stats import group_inputs
@@ -125,9 +126,14 @@ class EmotionPredictor(ProbabilityAPI):
             warnings.warn(f"{self.path.name} normalises with its training statistics and needs no {noun}: "
                           "the recordings are not used", CalibrationWarning, stacklevel=3)
             return
-        recordings = list(recordings)
+        recordings = as_recordings(recordings, doing)
         if not recordings:
             raise UsageError(f"{doing} {self.path.name} needs recordings {of_what}, got none")
+        wanted = "calibration" if self.needs == "calibrate" else "adaptation"
+        if noun != wanted:  # the other kind of recordings: used, and said so
+            warnings.warn(f"{self.path.name} normalises per {'speaker' if wanted == 'calibration' else 'corpus'}: the "
+                          f"{noun} recordings are used for its {wanted} (--{'calibrate' if wanted == 'calibration' else 'adapt'}; "
+                          f"{'calibrate' if wanted == 'calibration' else 'adapt'}() in Python)", CalibrationWarning, stacklevel=3)
         if self.feature in FUNCTIONAL_SETS and len(recordings) < 2:
             raise UsageError(f"{doing} {self.path.name} ({self.feature} functionals, one vector a recording) "
                              f"needs several recordings {of_what}, got {len(recordings)}")
@@ -137,7 +143,15 @@ class EmotionPredictor(ProbabilityAPI):
 
     def _group_inputs(self, features) -> dict[str, np.ndarray]:
         """The graph's normalisation inputs (statistics, a per-corpus model's whitening matrix) from features."""
-        return group_inputs(features, self.normalizer.get("whiten") if "norm_whiten" in self.input_names else None)
+        whiten = self.normalizer.get("whiten") if "norm_whiten" in self.input_names else None
+        features = list(features)
+        frames, dims = sum(f.shape[1] for f in features), features[0].shape[0] if features else 0
+        if whiten == "ledoit-wolf" and frames < dims:  # few recordings, many features: a near-null direction's gain
+            warnings.warn(f"{self.path.name} whitens (ledoit-wolf) its {dims} features with the domain's own matrix, here "
+                          f"from {frames} feature vectors: with fewer than {dims}, directions of no variance are "
+                          "amplified and answers can be extreme; give more recordings of the domain",
+                          CalibrationWarning, stacklevel=4)
+        return group_inputs(features, whiten)
 
     def _require_statistics(self) -> None:
         if self.needs_calibration:
@@ -241,8 +255,10 @@ class EmotionPredictor(ProbabilityAPI):
         wav, rate = self._load(item, sr)
         if self.needs_calibration and len(wav) >= SELF_CALIBRATION_SECONDS * rate:
             warnings.warn(f"{self.path.name} needs per-{'speaker' if self.needs == 'calibrate' else 'corpus'} "
-                          f"statistics: taking them from the whole {len(wav) / rate:.0f} s recording (give --calibrate "
-                          "recordings of the speaker to use those instead)", CalibrationWarning, stacklevel=2)
+                          f"statistics: taking them from the whole {len(wav) / rate:.0f} s recording (give "
+                          + ("--calibrate recordings of the speaker" if self.needs == "calibrate" else
+                             "--adapt recordings of the domain") + " to use those instead)", CalibrationWarning,
+                          stacklevel=2)
             self._stats = self._group_inputs([self.features(wav, rate)])
             try:
                 return self.window_probabilities((wav, rate), window_s, hop_s)
@@ -265,6 +281,14 @@ class EmotionPredictor(ProbabilityAPI):
                 "normalize": self.normalizer.get("mode", "none"), "whiten": self.normalizer.get("whiten", "none"),
                 "needs": self.needs, "temperature": self.temperature,
                 "with_features": self.with_features, "max_seconds": self.max_seconds, "emodet_version": self.version}
+
+
+def as_recordings(recordings, doing: str = "adapting") -> list:
+    """A list of recordings: one path (a file, a folder of audio files or a quoted glob, as the command line
+    takes them) or any iterable of paths and arrays (a path string is never read a character at a time)."""
+    if isinstance(recordings, (str, os.PathLike)):
+        return expand_inputs([str(recordings)], doing, missing_ok=False)
+    return list(recordings)
 
 
 def pad_features(feats: list[np.ndarray]) -> dict:
