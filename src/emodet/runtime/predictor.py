@@ -65,7 +65,8 @@ class EmotionPredictor(ProbabilityAPI):
 
     ``predict(path_or_array, sr=None) -> {label: probability}``; ``predict_batch(items)``;
     ``predict_windows(...)`` for long recordings; ``calibrate(recordings)`` (per-speaker models)
-    and ``adapt(recordings)`` (per-corpus models) set the normalisation statistics. Models over
+    and ``adapt(recordings)`` (per-corpus models) set the normalisation statistics (recordings: a list of
+    paths or arrays, or one path: a file, a folder of audio files or a quoted glob). Models over
     openSMILE functionals compute them here with openSMILE at each file's own rate, as in training.
     """
 
