@@ -43,7 +43,7 @@ def test_ties_go_to_the_first_label(tmp_path):
     import csv
 
     from emodet.evaluation.evaluate import metrics_for, write_predictions
-    from emodet.runtime.predictor import window_dicts
+    from emodet.runtime.outputs import window_dicts
 
     logits = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
     rows = [{"path": "x.wav", "speaker": "s", "label": "a"}, {"path": "y.wav", "speaker": "s", "label": "c"}]

@@ -6,7 +6,8 @@ import numpy as np
 
 from ..core.errors import UsageError
 from ..core.fusion import fuse_probabilities, normalized_weights
-from .predictor import EmotionPredictor, ProbabilityAPI, as_recordings, warn_if_few, window_dicts
+from .outputs import ProbabilityAPI, window_dicts
+from .predictor import EmotionPredictor, as_recordings, warn_if_few
 
 
 class FusedPredictor(ProbabilityAPI):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import UsageError
-from .predictor import top_label
+from .outputs import top_label
 
 MAX_LAG_SECONDS = 4.0  # audio kept beyond one window: how far the predictions may fall behind before windows drop
 

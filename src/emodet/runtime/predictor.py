@@ -27,28 +27,13 @@ from ..core.fusion import softmax
 from ..core.smile import FUNCTIONAL_SETS, functionals
 from ..core.stats import group_inputs
 from .frontend import NumpyFrontEnd
+from .outputs import ProbabilityAPI, as_dict, window_dicts
 
 SELF_CALIBRATION_SECONDS = 10.0  # a long recording may normalise its own windows (with a warning)
 
 
 class CalibrationWarning(UserWarning):
     """A per-speaker model normalised with the statistics of the recording it predicts."""
-
-
-class ProbabilityAPI:
-    """``predict`` / ``predict_batch`` for any predictor with ``labels`` and ``probabilities(items, sr)``."""
-
-    labels: list[str]
-
-    def probabilities(self, items, sr: int | None = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, item, sr: int | None = None) -> dict:
-        """``{label: probability}`` for a file path, ``(samples, rate)`` or a samples array with ``sr``."""
-        return as_dict(self.labels, self.probabilities([item], sr)[0])
-
-    def predict_batch(self, items, sr: int | None = None) -> list[dict]:
-        return [as_dict(self.labels, p) for p in self.probabilities(items, sr)]
 
 
 def warn_if_few(count: int, doing: str, of_what: str) -> None:
@@ -299,24 +284,3 @@ def pad_features(feats: list[np.ndarray]) -> dict:
     for i, f in enumerate(feats):
         x[i, :, : f.shape[1]] = f
     return {"features": x, "lengths": np.array([f.shape[1] for f in feats], dtype=np.int64)}
-
-
-UNCERTAIN = "uncertain"
-
-
-def top_label(probabilities: dict, min_confidence: float = 0.0) -> str:
-    """The most probable label, or ``"uncertain"`` when its probability is below ``min_confidence`` (abstain)."""
-    label = max(probabilities, key=probabilities.get)
-    return label if probabilities[label] >= min_confidence else UNCERTAIN
-
-
-def as_dict(labels: list[str], probs: np.ndarray) -> dict:
-    return {lab: float(v) for lab, v in zip(labels, probs)}
-
-
-def window_dicts(labels: list[str], windows: list[tuple]) -> list[dict]:
-    out = []
-    for start, end, probs in windows:
-        d = as_dict(labels, probs)
-        out.append({"start": start, "end": end, "label": max(d, key=d.get), "probabilities": d})
-    return out

@@ -4,7 +4,8 @@ and calibration recordings, and the JSON record of one recording's prediction.""
 from __future__ import annotations
 
 from .fused import FusedPredictor
-from .predictor import EmotionPredictor, top_label
+from .outputs import top_label
+from .predictor import EmotionPredictor
 from .segments import smooth_segments
 
 
