@@ -80,8 +80,10 @@ def latency(run_dir: Path, out_dir: Path, repeats: int) -> None:
     clip = (np.random.default_rng(0).standard_normal(3 * sr) * 0.05).astype(np.float32)
     n_feat = info.input_shape[0]
     feed = {"audio": clip[None], "audio_lengths": np.array([len(clip)], np.int64)}
-    if "norm_mean" in report["inputs"]:
+    if "norm_mean" in report["inputs"]:  # a grouped model's statistics (identity: timing only)
         feed.update({"norm_mean": np.zeros(n_feat, np.float32), "norm_std": np.ones(n_feat, np.float32)})
+    if "norm_whiten" in report["inputs"]:
+        feed["norm_whiten"] = np.eye(n_feat, dtype=np.float32)
     torch.set_num_threads(1)
     model = load_predictor(run_dir).eval()
     frontend = get_feature_spec(info.feature).module_factory(sr, info.feature_params).eval()  # torch.stft

@@ -275,6 +275,37 @@ def functionals_run(tmp_path_factory, synth_corpus):
     return base / "lin"
 
 
+def test_a_fusion_gives_each_kind_of_recordings_to_the_members_that_need_it():
+    """--calibrate goes to per-speaker members, --adapt to per-corpus ones: one never overwrites the other's
+    statistics (a mixed fusion's adapt replaced its per-speaker member's); where no member needs a kind, all
+    get it (each says it does not use them). One recording given as an array or (samples, rate) is one."""
+    from emodet.runtime.fused import FusedPredictor
+    from emodet.runtime.predictor import as_recordings
+
+    class Member:
+        def __init__(self, needs):
+            self.needs, self.got = needs, []
+
+        def calibrate(self, recordings, sr=None, few_ok=False):
+            self.got.append(("calibrate", len(recordings)))
+
+        def adapt(self, recordings, sr=None, few_ok=False):
+            self.got.append(("adapt", len(recordings)))
+
+    fused = object.__new__(FusedPredictor)
+    speaker, corpus, plain = Member("calibrate"), Member("adapt"), Member("nothing")
+    fused.members = [speaker, corpus, plain]
+    fused.calibrate([np.zeros(800)] * 3)
+    fused.adapt([np.zeros(800)] * 4)
+    assert speaker.got == [("calibrate", 3)] and corpus.got == [("adapt", 4)] and plain.got == []
+    fused.members = [plain]
+    fused.adapt([np.zeros(800)] * 4)
+    assert plain.got == [("adapt", 4)]
+    samples = np.zeros(800, np.float32)
+    assert len(as_recordings(samples)) == 1 and len(as_recordings((samples, 16000))) == 1
+    assert len(as_recordings([samples, samples])) == 2 and len(as_recordings(x for x in [samples])) == 1
+
+
 def test_functionals_model_in_the_runtime_equals_training_and_fuses_with_a_cnn(functionals_run, exported, tmp_path,
                                                                                monkeypatch):
     import csv
@@ -295,6 +326,9 @@ def test_functionals_model_in_the_runtime_equals_training_and_fuses_with_a_cnn(f
         pred.predict(files[0])
     with pytest.raises(UsageError, match="needs several recordings"):
         pred.calibrate(files[:1])
+    long = np.concatenate([sf.read(f, dtype="float32")[0] for f in files] * 3)  # over 10 s, yet one vector:
+    with pytest.raises(UsageError, match="needs --calibrate"):  # no statistics of its own for windows either
+        pred.window_probabilities((long, 16000), 2.0, 1.0)
     pred.calibrate(files)  # the held-out speaker's recordings: the statistics training used for them
     got = pred.predict_batch(files)
     for r, g in zip(rows, got):

@@ -67,9 +67,9 @@ def group_inputs(arrays: Iterable[np.ndarray], whiten: str | None = None) -> dic
     """A per-speaker or per-corpus graph's normalisation inputs from the features ``(F, T)`` of the group's
     recordings: ``norm_mean`` and ``norm_std``, and with ``whiten`` (a ``WHITENING`` method) the group's
     ``norm_whiten`` matrix."""
+    if whiten in (None, "none"):
+        return dict(zip(("norm_mean", "norm_std"), frame_moments(arrays)))  # streamed
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     mean, std = frame_moments(arrays)
-    out = {"norm_mean": mean, "norm_std": std}
-    if whiten not in (None, "none"):
-        out["norm_whiten"] = whitening(((a - mean[:, None]) / std[:, None] for a in arrays), whiten)
-    return out
+    return {"norm_mean": mean, "norm_std": std,
+            "norm_whiten": whitening(((a - mean[:, None]) / std[:, None] for a in arrays), whiten)}

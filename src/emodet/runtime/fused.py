@@ -43,15 +43,20 @@ class FusedPredictor(ProbabilityAPI):
         recordings = as_recordings(recordings, "calibrating")
         if not few_ok and self.needs != "nothing":
             warn_if_few(len(recordings), "calibrating the fusion", "of the speaker")  # once, not once a member
-        for m in self.members:
+        for m in self._needing("calibrate"):
             m.calibrate(recordings, sr, few_ok=True)
 
     def adapt(self, recordings, sr: int | None = None, *, few_ok: bool = False) -> None:
         recordings = as_recordings(recordings, "adapting")
         if not few_ok and self.needs != "nothing":
             warn_if_few(len(recordings), "adapting the fusion", "of the domain")
-        for m in self.members:
+        for m in self._needing("adapt"):
             m.adapt(recordings, sr, few_ok=True)
+
+    def _needing(self, what: str) -> list[EmotionPredictor]:
+        """The members that need ``what`` (a speaker's recordings go to per-speaker members, a domain's to
+        per-corpus ones, so one never overwrites the other); all of them where none does (each says so)."""
+        return [m for m in self.members if m.needs == what] or self.members
 
     def combine(self, member_probabilities: list[np.ndarray]) -> np.ndarray:
         """The weighted mean of the members' probabilities ``(B, C)``, in member order."""

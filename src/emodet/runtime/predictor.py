@@ -130,6 +130,8 @@ class EmotionPredictor(ProbabilityAPI):
     def _group_inputs(self, features) -> dict[str, np.ndarray]:
         """The graph's normalisation inputs (statistics, a per-corpus model's whitening matrix) from features."""
         whiten = self.normalizer.get("whiten") if "norm_whiten" in self.input_names else None
+        if whiten is None:
+            return group_inputs(features)  # streamed: a large folder's features are never all held
         features = list(features)
         frames, dims = sum(f.shape[1] for f in features), features[0].shape[0] if features else 0
         if whiten == "ledoit-wolf" and frames < dims:  # few recordings, many features: a near-null direction's gain
@@ -240,12 +242,15 @@ class EmotionPredictor(ProbabilityAPI):
             raise UsageError(f"--window and --hop must be positive seconds, got {window_s} and {hop_s}")
         wav, rate = self._load(item, sr)
         if self.needs_calibration and len(wav) >= SELF_CALIBRATION_SECONDS * rate:
+            feats = self.features(wav, rate)
+            if feats.shape[1] < 3:  # one vector a recording (functionals, an encoder): no statistics of its own
+                self._require_statistics()
             warnings.warn(f"{self.path.name} needs per-{'speaker' if self.needs == 'calibrate' else 'corpus'} "
                           f"statistics: taking them from the whole {len(wav) / rate:.0f} s recording (give "
                           + ("--calibrate recordings of the speaker" if self.needs == "calibrate" else
                              "--adapt recordings of the domain") + " to use those instead)", CalibrationWarning,
                           stacklevel=2)
-            self._stats = self._group_inputs([self.features(wav, rate)])
+            self._stats = self._group_inputs([feats])
             try:
                 return self.window_probabilities((wav, rate), window_s, hop_s)
             finally:
@@ -274,6 +279,9 @@ def as_recordings(recordings, doing: str = "adapting") -> list:
     takes them) or any iterable of paths and arrays (a path string is never read a character at a time)."""
     if isinstance(recordings, (str, os.PathLike)):
         return expand_inputs([str(recordings)], doing, missing_ok=False)
+    if isinstance(recordings, np.ndarray) and recordings.ndim == 1 or (
+            isinstance(recordings, tuple) and len(recordings) == 2 and isinstance(recordings[1], (int, np.integer))):
+        return [recordings]  # one array, or one (samples, rate): a recording, not a list of them
     return list(recordings)
 
 
