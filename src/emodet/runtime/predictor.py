@@ -94,6 +94,11 @@ class EmotionPredictor(ProbabilityAPI):
 
     # -- what the model needs ----------------------------------------------------------------
     @property
+    def _per(self) -> str:
+        """What a grouped model's statistics are of: ``speaker`` (it needs calibrate) or ``corpus`` (adapt)."""
+        return "speaker" if self.needs == "calibrate" else "corpus"
+
+    @property
     def needs_calibration(self) -> bool:
         """Whether predictions need ``calibrate`` (per speaker) or ``adapt`` (per corpus) first."""
         return self.needs != "nothing" and self._stats is None
@@ -115,11 +120,10 @@ class EmotionPredictor(ProbabilityAPI):
         recordings = as_recordings(recordings, doing)
         if not recordings:
             raise UsageError(f"{doing} {self.path.name} needs recordings {of_what}, got none")
-        wanted = "calibration" if self.needs == "calibrate" else "adaptation"
+        wanted = {"calibrate": "calibration", "adapt": "adaptation"}[self.needs]
         if noun != wanted:  # the other kind of recordings: used, and said so
-            warnings.warn(f"{self.path.name} normalises per {'speaker' if wanted == 'calibration' else 'corpus'}: the "
-                          f"{noun} recordings are used for its {wanted} (--{'calibrate' if wanted == 'calibration' else 'adapt'}; "
-                          f"{'calibrate' if wanted == 'calibration' else 'adapt'}() in Python)", CalibrationWarning, stacklevel=3)
+            warnings.warn(f"{self.path.name} normalises per {self._per}: the {noun} recordings are used for its {wanted} "
+                          f"(--{self.needs}; {self.needs}() in Python)", CalibrationWarning, stacklevel=3)
         if self.feature in FUNCTIONAL_SETS and len(recordings) < 2:
             raise UsageError(f"{doing} {self.path.name} ({self.feature} functionals, one vector a recording) "
                              f"needs several recordings {of_what}, got {len(recordings)}")
@@ -146,7 +150,7 @@ class EmotionPredictor(ProbabilityAPI):
             what = ("--calibrate DIR, --calibrate 'GLOB' (quoted) or --calibrate FILE repeated (a few recordings of "
                     "the speaker; calibrate() in Python)" if self.needs == "calibrate" else
                     "--adapt DIR (unlabelled recordings of your domain; adapt() in Python)")
-            raise UsageError(f"{self.path.name} normalises its features per {'speaker' if self.needs == 'calibrate' else 'corpus'} "
+            raise UsageError(f"{self.path.name} normalises its features per {self._per} "
                              f"and needs {what}: normalised with its own statistics, every recording would look alike. "
                              "For single recordings of unknown speakers use a model trained with data.normalize: global")
 
@@ -245,7 +249,7 @@ class EmotionPredictor(ProbabilityAPI):
             feats = self.features(wav, rate)
             if feats.shape[1] < 3:  # one vector a recording (functionals, an encoder): no statistics of its own
                 self._require_statistics()
-            warnings.warn(f"{self.path.name} needs per-{'speaker' if self.needs == 'calibrate' else 'corpus'} "
+            warnings.warn(f"{self.path.name} needs per-{self._per} "
                           f"statistics: taking them from the whole {len(wav) / rate:.0f} s recording (give "
                           + ("--calibrate recordings of the speaker" if self.needs == "calibrate" else
                              "--adapt recordings of the domain") + " to use those instead)", CalibrationWarning,
