@@ -2,6 +2,7 @@
 
 - ``smart-turn-v3.2`` (the offline encoder, ``emodet encoders fetch``) and any transformers Whisper
   checkpoint: emodet's own Whisper modules (any input length, windows of at most the model's span).
+  ``smart-turn-v3.2-stem``: its input embedding alone, compressed (``whisper.WhisperStem``; the edge student).
 - wav2vec2 / HuBERT / WavLM / data2vec-audio checkpoints (a hub id or a local folder) through
   transformers' ``AutoModel``, with the waveform normalised as the checkpoint's feature extractor says.
 
@@ -20,7 +21,7 @@ from torch import nn
 
 from ...core.errors import UsageError
 from . import smart_turn
-from .whisper import WhisperEncoder, WhisperFrontEnd
+from .whisper import WhisperEncoder, WhisperFrontEnd, WhisperStem
 
 HF_FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
 
@@ -29,11 +30,12 @@ class WhisperBackbone(nn.Module):
     """Whisper front end + encoder over windows of at most ``window_frames`` log-mel frames: a longer
     recording is cut into equal windows (each within the model's positional span), their states joined."""
 
-    def __init__(self, config: dict, window_frames: int, pad_to_window: bool = False):
+    def __init__(self, config: dict, window_frames: int, pad_to_window: bool = False, encoder: nn.Module | None = None):
         super().__init__()
-        self.frontend = WhisperFrontEnd(config["n_mels"], do_normalize=config.get("do_normalize", False))
-        self.encoder = WhisperEncoder(config["n_mels"], config["d_model"], config["layers"], config["heads"],
-                                      config["ffn"], config["max_positions"])
+        self.frontend = WhisperFrontEnd(config["n_mels"], do_normalize=config.get("do_normalize", False),
+                                        two_stage=encoder is not None)
+        self.encoder = encoder if encoder is not None else WhisperEncoder(
+            config["n_mels"], config["d_model"], config["layers"], config["heads"], config["ffn"], config["max_positions"])
         self.window = min(int(window_frames), 2 * config["max_positions"])
         self.pad_to_window = pad_to_window
         self.windowed = True  # False in an exported graph: one window, the runtime cuts longer recordings
@@ -101,10 +103,12 @@ class HFBackbone(nn.Module):
 @functools.lru_cache(maxsize=8)
 def model_info(name: str) -> dict:
     """``{"family", "layers", "dim", "max_seconds", "hash"}`` of an encoder, without loading its weights."""
-    if name == smart_turn.NAME:
+    if name in (smart_turn.NAME, smart_turn.STEM_NAME):
         config, _ = smart_turn.load_smart_turn()
-        return {"family": "whisper", "layers": config["layers"], "dim": config["d_model"],
-                "max_seconds": config["max_positions"] * 2 / 100, "hash": config["sha256"][:16]}
+        stem = name == smart_turn.STEM_NAME
+        return {"family": "whisper", "layers": 0 if stem else config["layers"], "dim": config["d_model"],
+                "max_seconds": config["max_positions"] * 2 / 100,
+                "hash": config["sha256"][:16] + ("-stem{}x{}".format(*smart_turn.STEM_RANKS) if stem else "")}
     config = _hf_config(name)
     family = config.model_type
     layers = config.encoder_layers if family == "whisper" else config.num_hidden_layers
@@ -121,6 +125,10 @@ def build_backbone(name: str, window_seconds: float, pad_to_window: bool = False
         backbone = WhisperBackbone(config, int(window_seconds * 100), pad_to_window)
         backbone.encoder.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         return backbone.eval()
+    if name == smart_turn.STEM_NAME:
+        config, weights = smart_turn.load_smart_turn()
+        stem = WhisperStem(weights, smart_turn.STEM_RANKS)
+        return WhisperBackbone(config, int(window_seconds * 100), pad_to_window, encoder=stem).eval()
     config = _hf_config(name)
     from transformers import AutoFeatureExtractor, AutoModel
 

@@ -25,6 +25,9 @@ from ...core.errors import UsageError
 from ...core.io import atomic_write_bytes, atomic_write_json
 
 NAME = "smart-turn-v3.2"
+# its input embedding alone, the convolutions factored to these ranks (the edge student's pretrained front end:
+# 0.75 MB of float32 weights with the mel filters; the ranks are the largest that keep a student under 1 MB)
+STEM_NAME, STEM_RANKS = "smart-turn-v3.2-stem", (64, 96)
 WHEEL = "pipecat-ai==1.14.0"
 MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...core.filters import mel_filterbank
+from ..spectral import Spectrogram
 
 
 class WhisperFrontEnd(nn.Module):
@@ -27,15 +28,19 @@ class WhisperFrontEnd(nn.Module):
     values floored 8 below the item's maximum, then ``(x + 4) / 4``.
     """
 
-    def __init__(self, n_mels: int = 80, n_fft: int = 400, hop: int = 160, sr: int = 16000, do_normalize: bool = False):
+    def __init__(self, n_mels: int = 80, n_fft: int = 400, hop: int = 160, sr: int = 16000, do_normalize: bool = False,
+                 two_stage: bool = False):
         super().__init__()
         self.n_fft, self.hop, self.do_normalize = n_fft, hop, do_normalize
+        # two_stage: the DFT in two small matrix stages (~40 KB of constants instead of the 0.6 MB one-stage
+        # basis; equal within float rounding), for graphs that must stay small (the edge stem)
+        self.spectrogram = Spectrogram(n_fft, hop, n_fft, center=False, method="matmul") if two_stage else None
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
         self.register_buffer("mel", torch.from_numpy(mel_filterbank(sr, n_fft, n_mels, 0.0, sr / 2)), persistent=False)
         k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
         n = torch.arange(n_fft, dtype=torch.float64)[None, :]
         basis = torch.cat([torch.cos(2 * math.pi * k * n / n_fft), -torch.sin(2 * math.pi * k * n / n_fft)])
-        self.register_buffer("dft", (basis * torch.hann_window(n_fft, periodic=True, dtype=torch.float64)).float(),
+        self.register_buffer("dft", None if two_stage else (basis * torch.hann_window(n_fft, periodic=True, dtype=torch.float64)).float(),
                              persistent=False)  # (2 * bins, n_fft): window and DFT in one matrix, exportable
 
     def frames(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -56,11 +61,13 @@ class WhisperFrontEnd(nn.Module):
         p = torch.where(p < 0, -p, torch.where(p > last, 2 * last - p, p)).clamp(0, n - 1)
         x = torch.gather(x, 1, p)
         n_frames = n // self.hop  # the frame centred past the end is dropped, as transformers does
-        idx = torch.arange(n_frames, device=x.device)[:, None] * self.hop + torch.arange(self.n_fft, device=x.device)
-        frames = x[:, idx]  # (B, T, n_fft)
-        spec = torch.matmul(frames, self.dft.t())  # (B, T, 2 * bins)
-        bins = self.n_fft // 2 + 1
-        power = spec[..., :bins] ** 2 + spec[..., bins:] ** 2
+        if self.spectrogram is not None:
+            power = self.spectrogram(x)[..., :n_frames].transpose(1, 2)  # (B, T, bins)
+        else:
+            idx = torch.arange(n_frames, device=x.device)[:, None] * self.hop + torch.arange(self.n_fft, device=x.device)
+            spec = torch.matmul(x[:, idx], self.dft.t())  # frames (B, T, n_fft) -> (B, T, 2 * bins)
+            bins = self.n_fft // 2 + 1
+            power = spec[..., :bins] ** 2 + spec[..., bins:] ** 2
         logmel = torch.log10(torch.clamp(torch.matmul(power, self.mel.t()), min=1e-10)).transpose(1, 2)
         count = self.frames(lengths)
         mask = (torch.arange(n_frames, device=x.device)[None, :] < count[:, None])[:, None, :]
@@ -102,6 +109,15 @@ class WhisperLayer(nn.Module):
         return x + self.fc2(nn.functional.gelu(self.fc1(self.final_layer_norm(x))))
 
 
+def embed(conv1: nn.Module, conv2: nn.Module, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input embedding before positions: ``gelu(conv2(gelu(conv1(mel))))`` ``(B, T', d)`` and its lengths."""
+    h = nn.functional.gelu(conv1(mel))
+    # a batch's frames past an item's end are gelu(bias), not the zeros the item alone is padded with: zeroed,
+    # or conv2's last frame of an odd-length item reads one of them (and attention spreads it to every frame)
+    h = h * (torch.arange(h.shape[-1], device=h.device)[None, :] < frames[:, None])[:, None, :]
+    return nn.functional.gelu(conv2(h)).transpose(1, 2), torch.div(frames + 1, 2, rounding_mode="floor")
+
+
 class WhisperEncoder(nn.Module):
     """``mel (B, n_mels, T)``, ``frames (B,)`` -> hidden states ``(L + 1, B, ceil(T / 2), d)`` and their lengths.
 
@@ -120,12 +136,7 @@ class WhisperEncoder(nn.Module):
         self.max_positions = max_positions
 
     def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = nn.functional.gelu(self.conv1(mel))
-        # a batch's frames past an item's end are gelu(bias), not the zeros the item alone is padded with: zeroed,
-        # or conv2's last frame of an odd-length item reads one of them (and attention spreads it to every frame)
-        h = h * (torch.arange(h.shape[-1], device=h.device)[None, :] < frames[:, None])[:, None, :]
-        h = nn.functional.gelu(self.conv2(h)).transpose(1, 2)  # (B, T', d)
-        lengths = torch.div(frames + 1, 2, rounding_mode="floor")
+        h, lengths = embed(self.conv1, self.conv2, mel, frames)
         mask = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
         h = h + self.embed_positions.weight[: h.shape[1]]
         states = [h]
@@ -133,3 +144,47 @@ class WhisperEncoder(nn.Module):
             h = layer(h, mask)
             states.append(self.layer_norm(h) if i == len(self.layers) - 1 else h)
         return torch.stack(states), lengths
+
+
+def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
+    """Whisper's positional embeddings ``(length, dim)``, computed (the offline encoder's stored ones equal
+    them within 3e-5): an exported graph carries no table."""
+    inv = torch.exp(torch.arange(dim // 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / (dim // 2 - 1)))
+    t = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(t), torch.cos(t)], 1)
+
+
+class LowRankConv1d(nn.Sequential):
+    """A convolution's weight ``(out, in, k)`` factored by truncated SVD, ``W ~ U_r S_r V_r^T``: a rank-``r``
+    convolution without bias (``S_r^1/2 V_r^T``), then a 1x1 convolution to ``out`` channels (``U_r S_r^1/2``)
+    with the original bias. Parameters ``r (in k + out)`` instead of ``out in k``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, rank: int, stride: int = 1, padding: int = 0):
+        out_ch, in_ch, k = weight.shape
+        u, s, vh = torch.linalg.svd(weight.reshape(out_ch, -1).double(), full_matrices=False)
+        root = s[:rank].sqrt()
+        down = nn.Conv1d(in_ch, rank, k, stride=stride, padding=padding, bias=False)
+        up = nn.Conv1d(rank, out_ch, 1)
+        with torch.no_grad():
+            down.weight.copy_((root[:, None] * vh[:rank]).reshape(rank, in_ch, k).float())
+            up.weight.copy_((u[:, :rank] * root[None, :])[:, :, None].float())
+            up.bias.copy_(bias.float())
+        super().__init__(down, up)
+
+
+class WhisperStem(nn.Module):
+    """A Whisper encoder's input embedding alone (hidden state 0: the two convolutions and the positions),
+    each convolution factored to ``ranks`` by truncated SVD (no data involved) and the positions computed:
+    a pretrained front end small enough for a device (the edge student). Same interface as
+    ``WhisperEncoder``, one state ``(1, B, T', d)``."""
+
+    def __init__(self, weights: dict, ranks: tuple[int, int]):
+        super().__init__()
+        w = {k: torch.as_tensor(weights[k]) for k in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")}
+        self.conv1 = LowRankConv1d(w["conv1.weight"], w["conv1.bias"], ranks[0], padding=1)
+        self.conv2 = LowRankConv1d(w["conv2.weight"], w["conv2.bias"], ranks[1], stride=2, padding=1)
+        self.dim = int(w["conv2.weight"].shape[0])
+
+    def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, lengths = embed(self.conv1, self.conv2, mel, frames)
+        return (h + sinusoids(h.shape[1], self.dim, h.device).to(h.dtype))[None], lengths
