@@ -47,6 +47,35 @@ def test_whisper_log_mel_equals_transformers_extractor(normalize):
     np.testing.assert_allclose(padded[0, :, : ours.shape[-1]].numpy(), ours[0].numpy(), atol=1e-5)
 
 
+def test_the_stem_is_the_encoders_input_embedding_factored():
+    """``WhisperStem`` (the edge student's front end, issue 23): at full rank it is the encoder's hidden state 0
+    (its positions computed, not stored), alone and in a padded batch; at lower ranks each convolution holds
+    ``r (in k + out)`` weights; the two-stage DFT front end it uses equals the one-stage one."""
+    from emodet.features.encoders.whisper import WhisperEncoder, WhisperStem, sinusoids
+
+    torch.manual_seed(0)
+    encoder = WhisperEncoder(80, 48, 1, 4, 96, 400).eval()
+    with torch.no_grad():
+        encoder.embed_positions.weight.copy_(sinusoids(400, 48))
+    weights = {k: v.numpy() for k, v in encoder.state_dict().items()}
+    x = np.concatenate([speech(2.3), np.zeros(len(speech(2.5)) - len(speech(2.3)), np.float32)])
+    audio, lengths = torch.from_numpy(np.stack([x, speech(2.5, seed=1)])), torch.tensor([len(speech(2.3)), len(x)])
+    front, front2 = WhisperFrontEnd(), WhisperFrontEnd(two_stage=True)
+    mel, frames = front(audio, lengths)
+    np.testing.assert_allclose(front2(audio, lengths)[0].numpy(), mel.numpy(), atol=5e-5)
+    with torch.no_grad():
+        want, want_len = encoder(mel, frames)
+        got, got_len = WhisperStem(weights, (48, 48))(mel, frames)  # full ranks: min(out, in x kernel)
+        alone, _ = WhisperStem(weights, (48, 999))(mel[:1, :, : int(frames[0])], frames[:1])
+    assert got.shape[0] == 1 and torch.equal(got_len, want_len)
+    for i in range(2):
+        np.testing.assert_allclose(got[0, i, : int(got_len[i])].numpy(), want[0, i, : int(want_len[i])].numpy(), atol=1e-4)
+    np.testing.assert_allclose(alone[0, 0].numpy(), got[0, 0, : alone.shape[2]].numpy(), atol=1e-5)
+    small = WhisperStem(weights, (8, 16))
+    assert sum(p.numel() for p in small.conv1.parameters()) == 8 * (80 * 3 + 48) + 48
+    assert sum(p.numel() for p in small.conv2.parameters()) == 16 * (48 * 3 + 48) + 48
+
+
 @FETCHED
 def test_offline_encoder_equals_its_onnx_graph_in_float():
     """The converted weights give the Smart Turn graph's hidden states (its activation int8 steps removed and

@@ -86,10 +86,38 @@ def top_label_agreement(fp32: Path, int8: Path, feeds: list[dict]) -> float:
 
 
 def _weight_only(src: Path, dst: Path) -> None:
+    """Matrices to 8 bits in blocks of 32 (``MatMulNBits``) and convolution weights to 8 bits per output channel
+    (stored int8, a ``DequantizeLinear`` before the ``Conv``: the file shrinks, the arithmetic stays float); the
+    audio front end's constants (DFT stages, mel filters: names with ``.frontend.``) stay float."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)),
+    proto = onnx.load(str(src))
+    front = {i.name for i in proto.graph.initializer if ".frontend." in i.name}
+    _conv_weights_int8(proto.graph)
+    quantizer = MatMulNBitsQuantizer(proto, nodes_to_exclude=[n.name for n in proto.graph.node if front & set(n.input)],
                                      algo_config=DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, bits=8))
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst))
+
+
+def _conv_weights_int8(graph) -> None:
+    """Each ``Conv``'s constant weight as int8 with one symmetric scale an output channel, dequantised in the graph."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    for index, node in reversed(list(enumerate(graph.node))):
+        if node.op_type != "Conv" or node.input[1] not in inits:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        scale = np.maximum(np.abs(weight).reshape(len(weight), -1).max(1), 1e-12) / 127.0
+        shape = (-1,) + (1,) * (weight.ndim - 1)
+        q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
+        name = node.input[1]
+        graph.initializer.remove(inits[name])
+        graph.initializer.extend([numpy_helper.from_array(q, name + "_int8"),
+                                  numpy_helper.from_array(scale.astype(np.float32), name + "_scale"),
+                                  numpy_helper.from_array(np.zeros(len(weight), np.int8), name + "_zero")])
+        graph.node.insert(index, helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale", name + "_zero"],
+                                                  [name], name=name + "_dequantize", axis=0))

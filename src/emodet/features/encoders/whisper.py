@@ -36,7 +36,9 @@ class WhisperFrontEnd(nn.Module):
         # basis; equal within float rounding), for graphs that must stay small (the edge stem)
         self.spectrogram = Spectrogram(n_fft, hop, n_fft, center=False, method="matmul") if two_stage else None
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
-        self.register_buffer("mel", torch.from_numpy(mel_filterbank(sr, n_fft, n_mels, 0.0, sr / 2)), persistent=False)
+        # (bins, n_mels): stored as it multiplies, so an exported graph keeps its name (int8 leaves it float)
+        self.register_buffer("mel_t", torch.from_numpy(mel_filterbank(sr, n_fft, n_mels, 0.0, sr / 2)).t().contiguous(),
+                             persistent=False)
         k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
         n = torch.arange(n_fft, dtype=torch.float64)[None, :]
         basis = torch.cat([torch.cos(2 * math.pi * k * n / n_fft), -torch.sin(2 * math.pi * k * n / n_fft)])
@@ -68,7 +70,7 @@ class WhisperFrontEnd(nn.Module):
             spec = torch.matmul(x[:, idx], self.dft.t())  # frames (B, T, n_fft) -> (B, T, 2 * bins)
             bins = self.n_fft // 2 + 1
             power = spec[..., :bins] ** 2 + spec[..., bins:] ** 2
-        logmel = torch.log10(torch.clamp(torch.matmul(power, self.mel.t()), min=1e-10)).transpose(1, 2)
+        logmel = torch.log10(torch.clamp(torch.matmul(power, self.mel_t), min=1e-10)).transpose(1, 2)
         count = self.frames(lengths)
         mask = (torch.arange(n_frames, device=x.device)[None, :] < count[:, None])[:, None, :]
         peak = torch.where(mask, logmel, torch.full_like(logmel, -1e4)).amax(dim=(1, 2), keepdim=True)
@@ -161,6 +163,7 @@ class LowRankConv1d(nn.Sequential):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, rank: int, stride: int = 1, padding: int = 0):
         out_ch, in_ch, k = weight.shape
+        rank = min(rank, out_ch, in_ch * k)  # a rank past that is the full convolution, exactly
         u, s, vh = torch.linalg.svd(weight.reshape(out_ch, -1).double(), full_matrices=False)
         root = s[:rank].sqrt()
         down = nn.Conv1d(in_ch, rank, k, stride=stride, padding=padding, bias=False)
