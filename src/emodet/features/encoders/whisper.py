@@ -111,13 +111,20 @@ class WhisperLayer(nn.Module):
         return x + self.fc2(nn.functional.gelu(self.fc1(self.final_layer_norm(x))))
 
 
-def embed(conv1: nn.Module, conv2: nn.Module, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_gelu(x: torch.Tensor) -> torch.Tensor:
+    """Exact GELU written in the order ONNX Runtime fuses into one ``Gelu`` operator (``F.gelu``'s exported form
+    stays five operators); equal to ``F.gelu`` within float rounding."""
+    return x * (1.0 + torch.erf(x / math.sqrt(2.0))) * 0.5
+
+
+def embed(conv1: nn.Module, conv2: nn.Module, mel: torch.Tensor, frames: torch.Tensor,
+          gelu=nn.functional.gelu) -> tuple[torch.Tensor, torch.Tensor]:
     """The input embedding before positions: ``gelu(conv2(gelu(conv1(mel))))`` ``(B, T', d)`` and its lengths."""
-    h = nn.functional.gelu(conv1(mel))
+    h = gelu(conv1(mel))
     # a batch's frames past an item's end are gelu(bias), not the zeros the item alone is padded with: zeroed,
     # or conv2's last frame of an odd-length item reads one of them (and attention spreads it to every frame)
     h = h * (torch.arange(h.shape[-1], device=h.device)[None, :] < frames[:, None])[:, None, :]
-    return nn.functional.gelu(conv2(h)).transpose(1, 2), torch.div(frames + 1, 2, rounding_mode="floor")
+    return gelu(conv2(h)).transpose(1, 2), torch.div(frames + 1, 2, rounding_mode="floor")
 
 
 class WhisperEncoder(nn.Module):
@@ -189,5 +196,5 @@ class WhisperStem(nn.Module):
         self.dim = int(w["conv2.weight"].shape[0])
 
     def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, lengths = embed(self.conv1, self.conv2, mel, frames)
+        h, lengths = embed(self.conv1, self.conv2, mel, frames, fused_gelu)
         return (h + sinusoids(h.shape[1], self.dim, h.device).to(h.dtype))[None], lengths
