@@ -245,3 +245,33 @@ def test_lbfgs_resume_equals_uninterrupted_run(tmp_path):
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_lbfgs_objective_with_unlabelled_items_is_the_minibatch_one_over_the_whole_set():
+    """L-BFGS with recordings that only a teacher labels (label -1): its data term is the minibatch path's
+    objective over the whole set, (1 - w) x the class-weighted mean loss of the labelled items + w x the mean
+    distillation loss of every item, wherever the unlabelled items fall among the batches."""
+    from emodet.data.dataset import pad_collate
+    from emodet.training.loop import lbfgs_epoch
+    from emodet.training.optim import make_loss
+
+    data = Functionals()
+    data.targets = [t if i % 4 else -1 for i, t in enumerate(data.targets)]  # a quarter without labels
+    labelled = [t for t in data.targets if t >= 0]
+    torch.manual_seed(0)
+    model, teacher = (build_model("fc", 3, (12, 1), hidden=[], dropout=0.0, pooling="mean") for _ in range(2))
+    cfg = tc(epochs=1, lr=1.0, optimizer="lbfgs", scheduler="none", weight_decay=0.0, loss={"class_weights": "balanced"},
+             distill={"weight": 0.3, "temperature": 2.0})
+    criterion = make_loss(cfg, labelled, 3, torch.device("cpu"))
+    x, y = torch.from_numpy(data.x)[:, :, None], torch.tensor(data.targets)
+    with torch.no_grad():
+        logits, known = model(x), y >= 0
+        hard = F.cross_entropy(logits[known], y[known], weight=criterion.weight)
+        want = 0.7 * float(hard) + 0.3 * float(distillation_loss(logits, teacher(x), 2.0))
+    for batch_size in (7, 64):
+        loader = DataLoader(data, batch_size=batch_size, collate_fn=pad_collate)
+        trial = build_model("fc", 3, (12, 1), hidden=[], dropout=0.0, pooling="mean")
+        trial.load_state_dict(model.state_dict())
+        optimizer = torch.optim.LBFGS(trial.parameters(), lr=1.0, max_iter=1)
+        got = lbfgs_epoch(trial, loader, optimizer, criterion, cfg, teacher.eval(), torch.device("cpu"), 3, 0, labelled)
+        assert got == pytest.approx(want, rel=1e-5)

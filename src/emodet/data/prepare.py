@@ -188,8 +188,6 @@ def check_unlabelled(cfg: Config) -> None:
         why = f"need data.normalize global or none (got {d.normalize}): their speakers and corpora have no statistics"
     elif t.augment.mixup:
         why = "cannot be mixed (set training.augment.mixup: 0)"
-    elif t.optimizer == "lbfgs":
-        why = "are for minibatch students (training.optimizer adamw, adam or sgd), not a full-batch L-BFGS fit"
     if why:
         raise UsageError(f"training.distill.unlabelled {t.distill.unlabelled}: recordings without labels {why}")
 

@@ -1,13 +1,12 @@
 """``train_loop``: one readable training loop (nanoGPT's spirit).
 
-Mixed precision through ``torch.autocast`` (bf16 on CPU, fp16 with a GradScaler on CUDA),
-early stopping on a validation metric, best and last checkpoints written atomically, exact
-resume (model, optimiser, scheduler, scaler, RNG states, epoch, early-stopping state),
-distillation from a teacher, class weights and focal loss, SpecAugment and mixup, gradient
-clipping, cosine / one-cycle / plateau schedules, a progress bar with the live loss.
+Mixed precision (``torch.autocast``: bf16 on CPU, fp16 with a GradScaler on CUDA), early stopping,
+best and last checkpoints written atomically, exact resume (model, optimiser, scheduler, scaler, RNG
+states, epoch, early stopping), distillation, class weights, focal loss, SpecAugment, mixup,
+gradient clipping, cosine / one-cycle / plateau schedules, full-batch L-BFGS, a live progress bar.
 
-Determinism: every epoch reseeds the RNGs from ``(seed, epoch)``, so the data order, crops,
-dropout and augmentation of epoch k do not depend on whether the run was interrupted before it.
+Determinism: every epoch reseeds the RNGs from ``(seed, epoch)``: epoch k's data order, crops, dropout
+and augmentation do not depend on whether the run was interrupted before it.
 """
 
 from __future__ import annotations
@@ -171,21 +170,21 @@ def lbfgs_epoch(model, loader, optimizer, criterion, cfg: TrainingConfig, teache
                 epoch: int, targets: list[int]) -> float:
     """One L-BFGS step (up to ``optim.LBFGS_ITERS_PER_EPOCH`` iterations) on the whole training set.
 
-    The objective is the full-batch weighted mean loss (distillation mixed in as in the minibatch
-    path) plus ``weight_decay / 2 * ||W||^2`` over weight matrices, not biases: for a linear model
-    it is exactly scikit-learn's ``LogisticRegression(C=1 / (weight_decay * n))``. The step's
+    The objective is the full-batch weighted mean loss over the labelled items (distillation, a mean
+    over every item, unlabelled ones too, mixed in as in the minibatch path) plus ``weight_decay / 2 *
+    ||W||^2`` over weight matrices, not biases: for a linear model it is exactly scikit-learn's
+    ``LogisticRegression(C=1 / (weight_decay * n))``. The step's
     batches (and so their crops) are loaded once and held in memory (a full-batch method is for
     data that fits); every evaluation reseeds the RNGs, so dropout and SpecAugment masks are the
     same too and the line search sees one function. Gradient clipping does not apply. Returns the
     data term at the step's start.
     """
-    targets = torch.as_tensor(list(targets), dtype=torch.long)
-    n_total = float(len(targets))
-    class_weight = criterion.weight.cpu() if criterion.weight is not None else None
-    weight_total = float(class_weight[targets].sum()) if class_weight is not None else n_total
+    targets, class_weight = torch.as_tensor(list(targets), dtype=torch.long), criterion.weight
+    weight_total = float(class_weight.cpu()[targets].sum() if class_weight is not None else len(targets))
     decayed = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     data_terms = []
     batches = list(loader)  # loaded once a step (the RNGs were seeded for this epoch): same crops each pass
+    n_total = float(sum(len(batch[1]) for batch in batches))  # distillation: every item, unlabelled ones too
     seed = cfg.seed * 100003 + epoch
 
     def closure():
@@ -195,7 +194,8 @@ def lbfgs_epoch(model, loader, optimizer, criterion, cfg: TrainingConfig, teache
         for batch in batches:
             loss, kd, n = batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
             # the batch's weighted mean times its share of the total weight: exactly the full-batch mean
-            weight_sum = float(class_weight[batch[1]].sum()) if class_weight is not None else n
+            labelled = batch[1][batch[1] >= 0]  # unlabelled items (-1): in the distillation term alone
+            weight_sum = float(class_weight.cpu()[labelled.cpu()].sum() if class_weight is not None else len(labelled))
             part = loss * (weight_sum / weight_total)
             if kd is not None:
                 part = (1 - cfg.distill.weight) * part + cfg.distill.weight * kd * (n / n_total)

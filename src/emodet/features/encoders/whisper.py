@@ -42,7 +42,8 @@ class WhisperFrontEnd(nn.Module):
         k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
         n = torch.arange(n_fft, dtype=torch.float64)[None, :]
         basis = torch.cat([torch.cos(2 * math.pi * k * n / n_fft), -torch.sin(2 * math.pi * k * n / n_fft)])
-        self.register_buffer("dft", None if two_stage else (basis * torch.hann_window(n_fft, periodic=True, dtype=torch.float64)).float(),
+        window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+        self.register_buffer("dft", None if two_stage else (basis * window).float(),
                              persistent=False)  # (2 * bins, n_fft): window and DFT in one matrix, exportable
 
     def frames(self, lengths: torch.Tensor) -> torch.Tensor:
