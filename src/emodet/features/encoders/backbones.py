@@ -103,12 +103,12 @@ class HFBackbone(nn.Module):
 @functools.lru_cache(maxsize=8)
 def model_info(name: str) -> dict:
     """``{"family", "layers", "dim", "max_seconds", "hash"}`` of an encoder, without loading its weights."""
-    if name in (smart_turn.NAME, smart_turn.STEM_NAME):
+    ranks = smart_turn.stem_ranks(name)
+    if name == smart_turn.NAME or ranks:
         config, _ = smart_turn.load_smart_turn()
-        stem = name == smart_turn.STEM_NAME
-        return {"family": "whisper", "layers": 0 if stem else config["layers"], "dim": config["d_model"],
+        return {"family": "whisper", "layers": 0 if ranks else config["layers"], "dim": config["d_model"],
                 "max_seconds": config["max_positions"] * 2 / 100,
-                "hash": config["sha256"][:16] + ("-stem{}x{}".format(*smart_turn.STEM_RANKS) if stem else "")}
+                "hash": config["sha256"][:16] + ("-stem{}x{}".format(*ranks) if ranks else "")}
     config = _hf_config(name)
     family = config.model_type
     layers = config.encoder_layers if family == "whisper" else config.num_hidden_layers
@@ -125,9 +125,9 @@ def build_backbone(name: str, window_seconds: float, pad_to_window: bool = False
         backbone = WhisperBackbone(config, int(window_seconds * 100), pad_to_window)
         backbone.encoder.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         return backbone.eval()
-    if name == smart_turn.STEM_NAME:
+    if smart_turn.stem_ranks(name):
         config, weights = smart_turn.load_smart_turn()
-        stem = WhisperStem(weights, smart_turn.STEM_RANKS)
+        stem = WhisperStem(weights, smart_turn.stem_ranks(name))
         return WhisperBackbone(config, int(window_seconds * 100), pad_to_window, encoder=stem).eval()
     config = _hf_config(name)
     from transformers import AutoFeatureExtractor, AutoModel

@@ -61,8 +61,10 @@ class EncoderFeatures(nn.Module):
         m = valid[None, :, :, None].to(states.dtype)
         count = m.sum(2).clamp(min=1.0)
         mean = (states * m).sum(2) / count  # (L+1, B, D)
-        pooled = [mean] if self.pooling == "mean" else \
-            [mean, torch.sqrt((((states - mean[:, :, None]) ** 2) * m).sum(2) / count + 1e-8)]
+        pooled = [mean]
+        if self.pooling == "meanstd":
+            centred = states - mean[:, :, None]  # squared as x * x (a graph's Mul; ONNX Runtime's Pow is slower)
+            pooled.append(torch.sqrt((centred * centred * m).sum(2) / count + 1e-8))
         out = torch.stack(pooled, 2).permute(1, 0, 2, 3).reshape(b, -1, 1)  # layer-major: mean, std of each
         return out, torch.ones(b, dtype=torch.long, device=audio.device)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,8 +27,21 @@ from ...core.io import atomic_write_bytes, atomic_write_json
 
 NAME = "smart-turn-v3.2"
 # its input embedding alone, the convolutions factored to these ranks (the edge student's pretrained front end:
-# 0.75 MB of float32 weights with the mel filters; the ranks are the largest that keep a student under 1 MB)
+# 0.75 MB of float32 weights with the mel filters; the ranks are the largest that keep a student under 1 MB);
+# other ranks by name: smart-turn-v3.2-stem-48x64
 STEM_NAME, STEM_RANKS = "smart-turn-v3.2-stem", (64, 96)
+_STEM = re.compile(re.escape(STEM_NAME) + r"(?:-(\d+)x(\d+))?")
+
+
+def stem_ranks(name: str) -> tuple[int, int] | None:
+    """The two convolutions' ranks of a stem name (``None``: not a stem); a malformed stem name is refused."""
+    if not name.startswith(STEM_NAME):
+        return None
+    match = _STEM.fullmatch(name)
+    if not match or (match.group(1) and not (int(match.group(1)) > 0 and int(match.group(2)) > 0)):
+        raise UsageError(f"encoder {name!r}: a stem of the offline encoder is {STEM_NAME!r} (ranks "
+                         f"{STEM_RANKS[0]}x{STEM_RANKS[1]}) or {STEM_NAME}-RxS with positive ranks, e.g. {STEM_NAME}-48x64")
+    return (int(match.group(1)), int(match.group(2))) if match.group(1) else STEM_RANKS
 WHEEL = "pipecat-ai==1.14.0"
 MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
