@@ -7,7 +7,11 @@ from conftest import REPO
 
 CONFIGS = ["fc_mfcc", "resnet_mfcc", "lstm_mfcc", "resnet_logmel", "cnn_logmel", "fc_compare", "linear_compare",
            "linear_egemaps", "linear_emobase", "encoder_whisper_linear", "encoder_whisper_finetune", "edge_student",
-           "general"]
+           "edge_dscnn", "general"]
+
+
+def test_every_shipped_config_is_checked():
+    assert sorted(CONFIGS) == sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

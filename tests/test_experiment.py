@@ -145,7 +145,7 @@ def test_a_teacher_on_other_features_sees_augmented_copies_augmented_alike(tmp_p
     from emodet.data.prepare import fit_normalizer, prepare_data
     from emodet.training.teacher import RecordingTeacher, load_teacher
 
-    cfg = load_config(REPO / "configs" / "edge_student.yaml", [
+    cfg = load_config(REPO / "configs" / "edge_dscnn.yaml", [
         f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "model.preset=tiny",
         "training.augment.waveform.copies=1", "training.augment.waveform.reverb=0", "training.augment.waveform.codec=0",
         "training.augment.waveform.noise=1.0", f"training.distill.teacher={trained_runs / 'fc'}",

@@ -392,10 +392,10 @@ _STEM = pytest.mark.skipif(not __import__("emodet.features.encoders.smart_turn",
                            reason="the offline encoder is not fetched: run `emodet encoders fetch` (CI does)")
 
 
-@pytest.mark.parametrize("config,ref", [("edge_student", None), ("edge_student", "max"),
-                                        pytest.param("edge_stem", None, marks=_STEM)])
+@pytest.mark.parametrize("config,ref", [("edge_dscnn", None), ("edge_dscnn", "max"),
+                                        pytest.param("edge_student", None, marks=_STEM)])
 def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_corpus, tmp_path, config, ref):
-    """configs/edge_student.yaml and edge_stem.yaml (issue 23): the export takes raw 16 kHz audio of any length, is
+    """configs/edge_student.yaml (the stem) and edge_dscnn.yaml (issue 23): the export takes raw 16 kHz audio of any length, is
     under 1 MB, needs nothing at deployment, and its logits equal PyTorch's (front end + training statistics +
     model) within 1e-3; with ``features.params.ref: max`` (level relative to each recording's loudest bin) in the
     graph too, so a recording 30 dB quieter gets the same answer. int8 is smaller still and agrees."""
@@ -426,8 +426,8 @@ def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_co
     std = np.asarray(info.normalizer["std"], np.float32)[:, None]
     wav = sf.read(sorted((synth_corpus / "sad").glob("*.wav"))[0], dtype="float32")[0]
     rng = np.random.default_rng(0)
-    # 75 ms, just over the training crop, 11 s (the stem: 7.5 s, one window of its encoder)
-    for n in (1200, 16000 * 3 + 77, 16000 * 11 if config == "edge_student" else 16000 * 15 // 2):
+    # 75 ms, just over the dscnn's training crop, 11 s (the stem: 7.5 s, one window of its encoder)
+    for n in (1200, 16000 * 3 + 77, 16000 * 11 if config == "edge_dscnn" else 16000 * 15 // 2):
         audio = np.resize(wav, n) + rng.normal(0, 1e-3, n).astype(np.float32)
         ours = pred.logits([audio])[0]
         feats = (compute_feature(info.feature, audio, 16000, info.feature_params) - mean) / std
