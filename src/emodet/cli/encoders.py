@@ -12,7 +12,9 @@ def add_encoders(sub) -> None:
                                    "downloaded (pipecat is not installed), the ONNX file's SHA-256 is checked, and the "
                                    "encoder is converted into emodet's encoder folder ($EMODET_HOME/encoders, default "
                                    "~/.cache/emodet/encoders). Any transformers checkpoint (wav2vec2, HuBERT, WavLM, "
-                                   "data2vec-audio, Whisper) is used as it is: features.params.model=HUB_ID_OR_FOLDER.",
+                                   "data2vec-audio, Whisper) is used as it is: features.params.model=HUB_ID_OR_FOLDER. "
+                                   "smart-turn-v3.2-stem (or -RxS, other ranks) is the offline encoder's input "
+                                   "embedding alone, its convolutions factored: the edge student's front end.",
                        epilog=examples("emodet encoders fetch", "emodet encoders fetch --wheel pipecat_ai-1.14.0-py3-none-any.whl"))
     p.add_argument("action", choices=("fetch",), help="fetch: download, check and convert the offline encoder")
     p.add_argument("--wheel", metavar="FILE", help="a pipecat-ai 1.14.0 wheel downloaded elsewhere (no network needed)")
@@ -26,4 +28,6 @@ def cmd_encoders(args) -> int:
     folder = smart_turn.fetch_smart_turn(args.wheel, force=args.force)
     print(f"{smart_turn.NAME}: Whisper-tiny encoder (4 layers, 384 dims), SHA-256 {smart_turn.SHA256[:16]}... checked "
           f"-> {folder}")
+    print(f"{smart_turn.STEM_NAME}: its input embedding alone, compressed (the edge student's front end, "
+          "configs/edge_student.yaml), from the same weights")
     return EXIT_OK
