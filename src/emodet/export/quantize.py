@@ -107,17 +107,16 @@ def _conv_weights_int8(graph) -> None:
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in graph.initializer}
-    for index, node in reversed(list(enumerate(graph.node))):
-        if node.op_type != "Conv" or node.input[1] not in inits:
-            continue
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+    names = {n.input[1] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}  # a shared weight once
+    for name in sorted(n for n in names if n in inits and ".frontend." not in n):
+        weight = numpy_helper.to_array(inits[name]).astype(np.float32)
         scale = np.maximum(np.abs(weight).reshape(len(weight), -1).max(1), 1e-12) / 127.0
         shape = (-1,) + (1,) * (weight.ndim - 1)
         q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
-        name = node.input[1]
         graph.initializer.remove(inits[name])
         graph.initializer.extend([numpy_helper.from_array(q, name + "_int8"),
                                   numpy_helper.from_array(scale.astype(np.float32), name + "_scale"),
                                   numpy_helper.from_array(np.zeros(len(weight), np.int8), name + "_zero")])
-        graph.node.insert(index, helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale", name + "_zero"],
-                                                  [name], name=name + "_dequantize", axis=0))
+        dequantize = helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale", name + "_zero"], [name],
+                                      name=name + "_dequantize", axis=0)
+        graph.node.insert(0, dequantize)  # its inputs are constants: first in the graph is always in order

@@ -214,15 +214,17 @@ class EmotionPredictor(ProbabilityAPI):
         return self.session.run(["logits"], {**feed, **norm})[0]
 
     def probabilities(self, items, sr: int | None = None) -> np.ndarray:
-        """Probabilities ``(B, C)`` for paths, ``(samples, rate)`` tuples or arrays (at ``sr``). A recording longer
-        than the model's encoder takes at once (``max_seconds``) is cut into equal windows within it, whose
-        probabilities are averaged."""
+        """Probabilities ``(B, C)`` for paths, ``(samples, rate)`` tuples or arrays (at ``sr``); a recording longer
+        than the model's encoder takes at once (``max_seconds``) gets its windows' mean (``_windowed``)."""
         loaded = [self._load(i, sr) for i in items]
-        limit = int(self.max_seconds * self.sr) if self.max_seconds else None
-        if limit and any(len(w) > limit for w, _ in loaded):
-            return np.stack([self._softmax(self.logits(pieces, [r] * len(pieces))).mean(0)
-                             for w, r in loaded for pieces in [np.array_split(w, -(-len(w) // limit))]])
+        if self.max_seconds and any(len(w) > self.max_seconds * self.sr for w, _ in loaded):
+            return np.stack([self._windowed(w, r) for w, r in loaded])
         return self._softmax(self.logits([w for w, _ in loaded], [r for _, r in loaded]))
+
+    def _windowed(self, wav: np.ndarray, rate: int) -> np.ndarray:
+        """One recording's probabilities: the mean over equal windows within ``max_seconds`` where it is longer."""
+        n = -(-len(wav) // int(self.max_seconds * self.sr)) if self.max_seconds else 1
+        return self._softmax(self.logits(np.array_split(wav, n), [rate] * n)).mean(0)
 
     def _softmax(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits / self.temperature)
@@ -263,7 +265,7 @@ class EmotionPredictor(ProbabilityAPI):
         out = []
         for s in window_starts(len(wav), win, hop):
             piece = wav[s:s + win]
-            out.append((round(s / rate, 3), round((s + len(piece)) / rate, 3), self._softmax(self.logits([piece], [rate])[0])))
+            out.append((round(s / rate, 3), round((s + len(piece)) / rate, 3), self._windowed(piece, rate)))
         return out
 
     def predict_windows(self, item, window_s: float, hop_s: float, sr: int | None = None) -> list[dict]:

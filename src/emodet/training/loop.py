@@ -173,14 +173,14 @@ def lbfgs_epoch(model, loader, optimizer, criterion, cfg: TrainingConfig, teache
     The objective is the full-batch weighted mean loss over the labelled items (distillation, a mean
     over every item, unlabelled ones too, mixed in as in the minibatch path) plus ``weight_decay / 2 *
     ||W||^2`` over weight matrices, not biases: for a linear model it is exactly scikit-learn's
-    ``LogisticRegression(C=1 / (weight_decay * n))``. The step's
-    batches (and so their crops) are loaded once and held in memory (a full-batch method is for
-    data that fits); every evaluation reseeds the RNGs, so dropout and SpecAugment masks are the
-    same too and the line search sees one function. Gradient clipping does not apply. Returns the
-    data term at the step's start.
+    ``LogisticRegression(C=1 / (weight_decay * n))``. The step's batches (and so their crops) are
+    loaded once and held in memory (a full-batch method is for data that fits); every evaluation
+    reseeds the RNGs, so dropout and SpecAugment masks are the same too and the line search sees one
+    function. Gradient clipping does not apply. Returns the data term at the step's start.
     """
-    targets, class_weight = torch.as_tensor(list(targets), dtype=torch.long), criterion.weight
-    weight_total = float(class_weight.cpu()[targets].sum() if class_weight is not None else len(targets))
+    targets = torch.as_tensor(list(targets), dtype=torch.long)
+    class_weight = criterion.weight.cpu() if criterion.weight is not None else None
+    weight_total = float(class_weight[targets].sum() if class_weight is not None else len(targets))
     decayed = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     data_terms = []
     batches = list(loader)  # loaded once a step (the RNGs were seeded for this epoch): same crops each pass
@@ -195,7 +195,7 @@ def lbfgs_epoch(model, loader, optimizer, criterion, cfg: TrainingConfig, teache
             loss, kd, n = batch_losses(model, batch, criterion, cfg, teacher, device, n_classes, epoch)
             # the batch's weighted mean times its share of the total weight: exactly the full-batch mean
             labelled = batch[1][batch[1] >= 0]  # unlabelled items (-1): in the distillation term alone
-            weight_sum = float(class_weight.cpu()[labelled.cpu()].sum() if class_weight is not None else len(labelled))
+            weight_sum = float(class_weight[labelled.cpu()].sum() if class_weight is not None else len(labelled))
             part = loss * (weight_sum / weight_total)
             if kd is not None:
                 part = (1 - cfg.distill.weight) * part + cfg.distill.weight * kd * (n / n_total)

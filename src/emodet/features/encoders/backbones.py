@@ -127,7 +127,7 @@ def build_backbone(name: str, window_seconds: float, pad_to_window: bool = False
         return backbone.eval()
     if smart_turn.stem_ranks(name):
         config, weights = smart_turn.load_smart_turn()
-        stem = WhisperStem(weights, smart_turn.stem_ranks(name))
+        stem = WhisperStem(weights, smart_turn.stem_ranks(name), config["max_positions"])
         return WhisperBackbone(config, int(window_seconds * 100), pad_to_window, encoder=stem).eval()
     config = _hf_config(name)
     from transformers import AutoFeatureExtractor, AutoModel
