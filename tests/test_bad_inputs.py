@@ -173,7 +173,8 @@ def test_config_value_of_the_wrong_type(tmp_path, catalogue):
 
 
 def test_predict_on_the_catalogue(catalogue, tmp_path, synth_corpus):
-    """Bad files are reported one line each; good ones (every format, silence, 10 ms, 10 min) predicted."""
+    """Bad files are reported one line each; good ones (every format, silence, 10 ms, 10 min) predicted, silence and
+    10 ms with a warning that the answer is a guess."""
     from emodet.config import load_config
     from emodet.workflows.experiment import run_experiment
     from emodet.export.onnx import export_run
@@ -192,7 +193,11 @@ def test_predict_on_the_catalogue(catalogue, tmp_path, synth_corpus):
         assert abs(sum(results[str(folder / rel)]["probabilities"].values()) - 1) < 1e-4
     for rel, message in bad.items():
         assert message in results[str(folder / rel)]["error"]
-    assert len(out.stderr.strip().splitlines()) == len(bad)
+    lines = out.stderr.strip().splitlines()
+    guesses = [line for line in lines if "too little sound to judge" in line]
+    assert len(lines) - len(guesses) == len(bad)
+    assert sorted(g.split(": ")[2] for g in guesses) == sorted(str(folder / rel) for rel in
+                                                            ("happy/spk1_silence.wav", "happy/spk2_10ms.wav"))
 
 
 def test_evaluate_with_bad_manifests(tmp_path, synth_corpus):

@@ -71,6 +71,11 @@ def test_the_stem_is_the_encoders_input_embedding_factored():
     for i in range(2):
         np.testing.assert_allclose(got[0, i, : int(got_len[i])].numpy(), want[0, i, : int(want_len[i])].numpy(), atol=1e-4)
     np.testing.assert_allclose(alone[0, 0].numpy(), got[0, 0, : alone.shape[2]].numpy(), atol=1e-5)
+    for bad in ("smart-turn-v3.2-stem-0x8", "smart-turn-v3.2-stem-241x96", "smart-turn-v3.2-stemm", "smart-turn-v3.2-stem-48"):
+        with pytest.raises(UsageError, match="ranks 1 to 240 and 1 to 384"):
+            smart_turn.stem_ranks(bad)
+    assert smart_turn.stem_ranks("smart-turn-v3.2-stem") == (64, 96) and smart_turn.stem_ranks("smart-turn-v3.2") is None
+    assert smart_turn.stem_ranks("smart-turn-v3.2-stem-48x64") == (48, 64)
     small = WhisperStem(weights, (8, 16))
     assert sum(p.numel() for p in small.conv1.parameters()) == 8 * (80 * 3 + 48) + 48
     assert sum(p.numel() for p in small.conv2.parameters()) == 16 * (48 * 3 + 48) + 48

@@ -444,6 +444,37 @@ def test_edge_student_takes_raw_audio_of_any_length_and_matches_pytorch(synth_co
         np.testing.assert_allclose(list(first["probabilities"].values()), pred.probabilities([(long, 16000)])[0], atol=1e-6)
 
 
+@_STEM
+def test_an_encoder_models_statistics_take_recordings_longer_than_its_window(synth_corpus, tmp_path):
+    """A per-speaker model on an encoder (the graph takes at most 8 s) calibrates on a 12 s recording (a vector a
+    window, as predict cuts it) and answers; a 12 s recording's windows alone are too few vectors for statistics
+    of their own: refused with the usual message, never an ONNX Runtime error. Silence or a 0.1 s clip is answered
+    with a warning that the answer is a guess."""
+    from emodet.config import load_config
+    from emodet.export.onnx import export_run
+    from emodet.workflows.experiment import run_experiment
+
+    cfg = load_config(REPO / "configs" / "edge_student.yaml", [
+        f"data.root={synth_corpus}", "data.corpus=folder", "data.split.test=1", "data.normalize=speaker",
+        "training.augment.waveform.copies=0", "training.distill.weight=0", f"features.cache_dir={tmp_path / 'cache'}"])
+    run_experiment(cfg, "spk", tmp_path, progress=False)
+    path = export_run(tmp_path / "spk", tmp_path / "spk.onnx", with_features=True)["path"]
+    wavs = [sf.read(p, dtype="float32")[0] for p in sorted(synth_corpus.rglob("*.wav"))[:12]]
+    long = np.concatenate(wavs)[: 16000 * 12]
+    assert len(long) == 16000 * 12
+    pred = EmotionPredictor(path)
+    with pytest.raises(UsageError, match="needs --calibrate"):
+        pred.predict_windows((long, 16000), 2.0, 1.0)
+    pred.calibrate([(long, 16000), (wavs[0], 16000)])
+    assert set(pred.predict((long, 16000))) == set(pred.labels)
+    # an answer on silence or a tenth of a second is given, and said to be a guess
+    from emodet.runtime.outputs import LittleSoundWarning
+
+    for audio, why in ((np.zeros(32000, np.float32), "recording 1: digital silence"), (wavs[0][:1600], "0.10 s long")):
+        with pytest.warns(LittleSoundWarning, match=why):
+            pred.predict((audio, 16000))
+
+
 def test_the_graphs_front_end_computes_the_level_reference(tmp_path):
     """A spectral front end as it goes into an exported graph (``DeployModel``), in ONNX Runtime: equal to the
     features training computes, with ``ref: max`` as without (and the two differ: the reference really is in the

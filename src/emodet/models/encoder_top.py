@@ -43,6 +43,8 @@ def check_features(features_type: str, features_params: dict, model_params: dict
         raise UsageError(f"model encoder_top continues a pretrained encoder's layers: it needs {want}, "
                          f"got features.type {features_type!r}")
     encoder = model_params.get("encoder", "smart-turn-v3.2")
+    if model_info(str(params["model"]))["layers"] == 0:  # a stem: say so before any advice on model.params.encoder
+        check_layers(from_layer, layers, 0, str(params["model"]))
     if encoder != params["model"]:
         raise UsageError(f"model encoder_top's encoder {encoder!r} is not the features' encoder {params['model']!r}: "
                          "set model.params.encoder to the same")

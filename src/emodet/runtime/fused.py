@@ -7,7 +7,8 @@ import numpy as np
 from ..core.errors import UsageError
 from ..core.fusion import fuse_probabilities, normalized_weights
 from .outputs import ProbabilityAPI, window_dicts
-from .predictor import EmotionPredictor, as_recordings, warn_if_few
+from .outputs import warn_if_few
+from .predictor import EmotionPredictor, as_recordings
 
 
 class FusedPredictor(ProbabilityAPI):

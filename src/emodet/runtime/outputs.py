@@ -1,9 +1,46 @@
 """What predictions look like (torch-free): probabilities as ``{label: p}``, windows, the abstaining top label,
-and the ``predict`` / ``predict_batch`` API every predictor (one model or a fusion) shares."""
+the ``predict`` / ``predict_batch`` API every predictor (one model or a fusion) shares, and the warnings that
+come with answers a model gives but cannot stand behind."""
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
+
+# shorter, or digital silence: too little to judge (an EmoDB student read every 0.05-0.5 s clip as "fearful" at 0.99)
+MIN_SOUND_SECONDS = 0.5
+
+
+class CalibrationWarning(UserWarning):
+    """A per-speaker model normalised with the statistics of the recording it predicts."""
+
+
+def warn_if_few(count: int, doing: str, of_what: str) -> None:
+    """A ``CalibrationWarning`` for statistics from fewer than 3 recordings: one or two recordings' statistics
+    carry what is said in them (their emotion), not the speaker's or the domain's."""
+    if count < 3:
+        warnings.warn(f"{doing} on {count} recording(s) {of_what}: statistics of so few recordings follow what is "
+                      "said in them; give a few (3 or more, of different emotions where you can)", CalibrationWarning,
+                      stacklevel=4)
+
+
+class LittleSoundWarning(UserWarning):
+    """A recording too short or silent for an emotion to be judged: a model still answers, and means nothing by it."""
+
+
+def warn_little_sound(loaded: list[tuple], items) -> None:
+    """A ``LittleSoundWarning`` for each loaded ``(samples, rate)`` that is digital silence or shorter than
+    ``MIN_SOUND_SECONDS`` (named by its path where ``items`` holds one)."""
+    for k, ((wav, rate), item) in enumerate(zip(loaded, items)):
+        why = ("digital silence" if not np.any(wav) else
+               f"{len(wav) / rate:.2f} s long" if len(wav) < MIN_SOUND_SECONDS * rate else None)
+        if why:
+            name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"recording {k + 1}"
+            warnings.warn(f"{name}: {why}: too little sound to judge an emotion (under {MIN_SOUND_SECONDS:g} s of "
+                          "audio, or silence); the answer is a guess", LittleSoundWarning, stacklevel=4)
+
 
 
 class ProbabilityAPI:

@@ -27,22 +27,9 @@ from ..core.fusion import softmax
 from ..core.smile import FUNCTIONAL_SETS, functionals
 from ..core.stats import group_inputs
 from .frontend import NumpyFrontEnd
-from .outputs import ProbabilityAPI, as_dict, window_dicts
+from .outputs import CalibrationWarning, ProbabilityAPI, as_dict, warn_if_few, warn_little_sound, window_dicts
 
 SELF_CALIBRATION_SECONDS = 10.0  # a long recording may normalise its own windows (with a warning)
-
-
-class CalibrationWarning(UserWarning):
-    """A per-speaker model normalised with the statistics of the recording it predicts."""
-
-
-def warn_if_few(count: int, doing: str, of_what: str) -> None:
-    """A ``CalibrationWarning`` for statistics from fewer than 3 recordings: one or two recordings' statistics
-    carry what is said in them (their emotion), not the speaker's or the domain's."""
-    if count < 3:
-        warnings.warn(f"{doing} on {count} recording(s) {of_what}: statistics of so few recordings follow what is "
-                      "said in them; give a few (3 or more, of different emotions where you can)", CalibrationWarning,
-                      stacklevel=4)
 
 
 class EmotionPredictor(ProbabilityAPI):
@@ -162,18 +149,18 @@ class EmotionPredictor(ProbabilityAPI):
         return self._frontend
 
     def features(self, wav: np.ndarray, rate: int | None = None) -> np.ndarray:
-        """The model's input features ``(F, T)`` for a mono signal (at ``rate``, default the model's)."""
+        """Input features ``(F, T)`` of a mono signal (at ``rate``); an encoder's: a vector a window <= max_seconds."""
         if self.feature in FUNCTIONAL_SETS:
             return functionals(self.feature, wav, int(rate or self.sr), self.feature_params.get("trim_db"))
         if "features" in self.output_names:  # a feature only the graph computes (a pretrained encoder)
             if self.feature_params.get("trim_db") is not None:
                 wav = trim_silence(wav, self.sr, self.feature_params["trim_db"])[0]
             n = next(i.shape[0] for i in self.session.get_inputs() if i.name == "norm_mean")
-            identity = {"norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32),
-                        "norm_whiten": np.eye(n, dtype=np.float32)}
-            feed = {"audio": wav[None].astype(np.float32), "audio_lengths": np.array([len(wav)], np.int64),
-                    **{k: v for k, v in identity.items() if k in self.input_names}}
-            return self.session.run(["features"], feed)[0][0]
+            identity = {k: v for k, v in {"norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32),
+                                          "norm_whiten": np.eye(n, dtype=np.float32)}.items() if k in self.input_names}
+            windows = -(-len(wav) // int(self.max_seconds * self.sr)) if self.max_seconds else 1  # one vector each
+            return np.concatenate([self.session.run(["features"], {"audio": w[None].astype(np.float32), "audio_lengths":
+                                   np.array([len(w)], np.int64), **identity})[0][0] for w in np.array_split(wav, windows)], 1)
         return self.frontend(wav)
 
     def _load(self, item, sr: int | None = None) -> tuple[np.ndarray, int]:
@@ -216,7 +203,9 @@ class EmotionPredictor(ProbabilityAPI):
     def probabilities(self, items, sr: int | None = None) -> np.ndarray:
         """Probabilities ``(B, C)`` for paths, ``(samples, rate)`` tuples or arrays (at ``sr``); a recording longer
         than the model's encoder takes at once (``max_seconds``) gets its windows' mean (``_windowed``)."""
+        items = list(items)
         loaded = [self._load(i, sr) for i in items]
+        warn_little_sound(loaded, items)
         if self.max_seconds and any(len(w) > self.max_seconds * self.sr for w, _ in loaded):
             return np.stack([self._windowed(w, r) for w, r in loaded])
         return self._softmax(self.logits([w for w, _ in loaded], [r for _, r in loaded]))

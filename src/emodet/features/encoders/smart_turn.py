@@ -38,9 +38,11 @@ def stem_ranks(name: str) -> tuple[int, int] | None:
     if not name.startswith(STEM_NAME):
         return None
     match = _STEM.fullmatch(name)
-    if not match or (match.group(1) and not (int(match.group(1)) > 0 and int(match.group(2)) > 0)):
+    full = (min(CONFIG["d_model"], 3 * CONFIG["n_mels"]), CONFIG["d_model"])  # past these the factors only grow
+    if not match or (match.group(1) and not (0 < int(match.group(1)) <= full[0] and 0 < int(match.group(2)) <= full[1])):
         raise UsageError(f"encoder {name!r}: a stem of the offline encoder is {STEM_NAME!r} (ranks "
-                         f"{STEM_RANKS[0]}x{STEM_RANKS[1]}) or {STEM_NAME}-RxS with positive ranks, e.g. {STEM_NAME}-48x64")
+                         f"{STEM_RANKS[0]}x{STEM_RANKS[1]}) or {STEM_NAME}-RxS with ranks 1 to {full[0]} and 1 to "
+                         f"{full[1]} (the convolutions' full ranks), e.g. {STEM_NAME}-48x64")
     return (int(match.group(1)), int(match.group(2))) if match.group(1) else STEM_RANKS
 WHEEL = "pipecat-ai==1.14.0"
 MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
