@@ -26,6 +26,12 @@ from ...core.errors import UsageError
 from ...core.io import atomic_write_bytes, atomic_write_json
 
 NAME = "smart-turn-v3.2"
+WHEEL = "pipecat-ai==1.14.0"
+MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
+SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
+CONFIG = {"family": "whisper", "n_mels": 80, "d_model": 384, "layers": 4, "heads": 6, "ffn": 1536,
+          "max_positions": 400, "do_normalize": True, "source": f"{WHEEL} {MEMBER}", "sha256": SHA256,
+          "licence": "BSD-2-Clause (Daily, pipecat); weights int8, dequantised"}
 # its input embedding alone, the convolutions factored to these ranks (the edge student's pretrained front end:
 # 0.75 MB of float32 weights with the mel filters; the ranks are the largest that keep a student under 1 MB);
 # other ranks by name: smart-turn-v3.2-stem-48x64
@@ -44,12 +50,6 @@ def stem_ranks(name: str) -> tuple[int, int] | None:
                          f"{STEM_RANKS[0]}x{STEM_RANKS[1]}) or {STEM_NAME}-RxS with ranks 1 to {full[0]} and 1 to "
                          f"{full[1]} (the convolutions' full ranks), e.g. {STEM_NAME}-48x64")
     return (int(match.group(1)), int(match.group(2))) if match.group(1) else STEM_RANKS
-WHEEL = "pipecat-ai==1.14.0"
-MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
-SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
-CONFIG = {"family": "whisper", "n_mels": 80, "d_model": 384, "layers": 4, "heads": 6, "ffn": 1536,
-          "max_positions": 400, "do_normalize": True, "source": f"{WHEEL} {MEMBER}", "sha256": SHA256,
-          "licence": "BSD-2-Clause (Daily, pipecat); weights int8, dequantised"}
 
 
 def encoders_home() -> Path:
