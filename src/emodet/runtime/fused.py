@@ -6,8 +6,7 @@ import numpy as np
 
 from ..core.errors import UsageError
 from ..core.fusion import fuse_probabilities, normalized_weights
-from .outputs import ProbabilityAPI, window_dicts
-from .outputs import warn_if_few
+from .outputs import ProbabilityAPI, warn_if_few, window_dicts
 from .predictor import EmotionPredictor, as_recordings
 
 

@@ -42,7 +42,6 @@ def warn_little_sound(loaded: list[tuple], items) -> None:
                           "audio, or silence); the answer is a guess", LittleSoundWarning, stacklevel=4)
 
 
-
 class ProbabilityAPI:
     """``predict`` / ``predict_batch`` for any predictor with ``labels`` and ``probabilities(items, sr)``."""
 

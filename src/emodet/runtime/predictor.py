@@ -158,9 +158,10 @@ class EmotionPredictor(ProbabilityAPI):
             n = next(i.shape[0] for i in self.session.get_inputs() if i.name == "norm_mean")
             identity = {k: v for k, v in {"norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32),
                                           "norm_whiten": np.eye(n, dtype=np.float32)}.items() if k in self.input_names}
-            windows = -(-len(wav) // int(self.max_seconds * self.sr)) if self.max_seconds else 1  # one vector each
-            return np.concatenate([self.session.run(["features"], {"audio": w[None].astype(np.float32), "audio_lengths":
-                                   np.array([len(w)], np.int64), **identity})[0][0] for w in np.array_split(wav, windows)], 1)
+            windows = max(1, -(-len(wav) // int(self.max_seconds * self.sr))) if self.max_seconds else 1  # a vector each
+            feeds = ({"audio": w[None].astype(np.float32), "audio_lengths": np.array([len(w)], np.int64), **identity}
+                     for w in np.array_split(wav, windows))
+            return np.concatenate([self.session.run(["features"], feed)[0][0] for feed in feeds], 1)
         return self.frontend(wav)
 
     def _load(self, item, sr: int | None = None) -> tuple[np.ndarray, int]:
@@ -212,7 +213,7 @@ class EmotionPredictor(ProbabilityAPI):
 
     def _windowed(self, wav: np.ndarray, rate: int) -> np.ndarray:
         """One recording's probabilities: the mean over equal windows within ``max_seconds`` where it is longer."""
-        n = -(-len(wav) // int(self.max_seconds * self.sr)) if self.max_seconds else 1
+        n = max(1, -(-len(wav) // int(self.max_seconds * self.sr))) if self.max_seconds else 1
         return self._softmax(self.logits(np.array_split(wav, n), [rate] * n)).mean(0)
 
     def _softmax(self, logits: np.ndarray) -> np.ndarray:
