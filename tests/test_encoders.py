@@ -397,3 +397,17 @@ def test_a_fine_tuned_encoder_from_training_to_the_runtime(tmp_path, synth_corpu
               "--data-root", synth_corpus, "--runs-dir", tmp_path / "runs", "--set", "features.params.pooling=mean")
     assert bad.returncode == 2 and "needs features.type: encoder" in bad.stderr
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+@FETCHED
+def test_layer_sum_states_must_be_the_features_hidden_states():
+    """layer_sum's ``states`` is checked against the encoder feature before any file is read (it failed at model
+    build, after the features were cached): the stem holds 1 state, the offline encoder 5, a chosen list its length."""
+    from emodet.models.registry import check_model_features
+
+    for model, layers, want in (("smart-turn-v3.2-stem", "all", 1), ("smart-turn-v3.2", "all", 5),
+                                ("smart-turn-v3.2", [1, 2, 3], 3)):
+        params = {"model": model, "layers": layers, "pooling": "none"}
+        with pytest.raises(UsageError, match=f"set model.params.states={want}"):
+            check_model_features("layer_sum", "base", {"states": want + 1}, "encoder", params)
+        check_model_features("layer_sum", "base", {"states": want}, "encoder", params)

@@ -11,11 +11,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..core.errors import UsageError
 from .common import AttentionPooling, full_lengths, length_mask
 from .registry import register_model
 
 
-@register_model("layer_sum", presets={"base": {"hidden": (256,)}, "tiny": {"hidden": (64,)}})
+def check_states(features_type: str, features_params: dict, model_params: dict) -> None:
+    """Refuse, before any file is read, ``states`` other than the number of hidden states an encoder feature holds
+    (a stem has 1, the offline encoder 5, another checkpoint its layers + 1), naming the value to set."""
+    if features_type != "encoder":
+        return
+    from ..features.encoders.backbones import model_info
+    from ..features.encoders.feature import ENCODER_DEFAULTS, layer_indices
+
+    params = {**ENCODER_DEFAULTS, **features_params}
+    n_states = model_info(str(params["model"]))["layers"] + 1
+    chosen = layer_indices(params, n_states)
+    want, states = n_states if chosen is None else len(chosen), model_params.get("states", 5)
+    if states != want:
+        raise UsageError(f"model layer_sum: model.params.states is {states}, but the features hold {want} hidden "
+                         f"state(s) of {params['model']!r} (layers {params['layers']!r}): set model.params.states={want}")
+
+
+@register_model("layer_sum", presets={"base": {"hidden": (256,)}, "tiny": {"hidden": (64,)}}, check=check_states)
 class LayerSum(nn.Module):
     """``(B, states x D, T)`` -> logits ``(B, n_classes)``; ``states``: how many hidden states the rows hold."""
 
