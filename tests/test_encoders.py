@@ -2,6 +2,7 @@
 encoder against its own graph, every transformers family on a tiny random checkpoint from features to runtime."""
 
 import json
+import math
 import zipfile
 
 import numpy as np
@@ -51,12 +52,14 @@ def test_the_stem_is_the_encoders_input_embedding_factored():
     """``WhisperStem`` (the edge student's front end, issue 23): at full rank it is the encoder's hidden state 0
     (its positions computed, not stored), alone and in a padded batch; at lower ranks each convolution holds
     ``r (in k + out)`` weights; the two-stage DFT front end it uses equals the one-stage one."""
-    from emodet.features.encoders.whisper import WhisperEncoder, WhisperStem, sinusoids
+    from emodet.features.encoders.whisper import WhisperEncoder, WhisperStem
 
     torch.manual_seed(0)
     encoder = WhisperEncoder(80, 48, 1, 4, 96, 400).eval()
+    inv = torch.exp(torch.arange(24, dtype=torch.float64) * (-math.log(10000.0) / 23))  # Whisper's sinusoids
+    angle = torch.arange(400, dtype=torch.float64)[:, None] * inv
     with torch.no_grad():
-        encoder.embed_positions.weight.copy_(sinusoids(400, 48))
+        encoder.embed_positions.weight.copy_(torch.cat([torch.sin(angle), torch.cos(angle)], 1))
     weights = {k: v.numpy() for k, v in encoder.state_dict().items()}
     x = np.concatenate([speech(2.3), np.zeros(len(speech(2.5)) - len(speech(2.3)), np.float32)])
     audio, lengths = torch.from_numpy(np.stack([x, speech(2.5, seed=1)])), torch.tensor([len(speech(2.3)), len(x)])

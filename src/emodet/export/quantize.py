@@ -94,21 +94,22 @@ def _weight_only(src: Path, dst: Path) -> None:
 
     proto = onnx.load(str(src))
     front = {i.name for i in proto.graph.initializer if ".frontend." in i.name}
-    _conv_weights_int8(proto.graph)
+    _conv_weights_int8(proto.graph, keep=front)
     quantizer = MatMulNBitsQuantizer(proto, nodes_to_exclude=[n.name for n in proto.graph.node if front & set(n.input)],
                                      algo_config=DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, bits=8))
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst))
 
 
-def _conv_weights_int8(graph) -> None:
-    """Each ``Conv``'s constant weight as int8 with one symmetric scale an output channel, dequantised in the graph."""
+def _conv_weights_int8(graph, keep: set[str]) -> None:
+    """Each ``Conv``'s constant weight (but those in ``keep``) as int8 with one symmetric scale an output channel,
+    dequantised in the graph."""
     import numpy as np
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in graph.initializer}
     names = {n.input[1] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}  # a shared weight once
-    for name in sorted(n for n in names if n in inits and ".frontend." not in n):
+    for name in sorted(n for n in names if n in inits and n not in keep):
         weight = numpy_helper.to_array(inits[name]).astype(np.float32)
         scale = np.maximum(np.abs(weight).reshape(len(weight), -1).max(1), 1e-12) / 127.0
         shape = (-1,) + (1,) * (weight.ndim - 1)

@@ -158,9 +158,8 @@ class EmotionPredictor(ProbabilityAPI):
             n = next(i.shape[0] for i in self.session.get_inputs() if i.name == "norm_mean")
             identity = {k: v for k, v in {"norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32),
                                           "norm_whiten": np.eye(n, dtype=np.float32)}.items() if k in self.input_names}
-            windows = max(1, -(-len(wav) // int(self.max_seconds * self.sr))) if self.max_seconds else 1  # a vector each
             feeds = ({"audio": w[None].astype(np.float32), "audio_lengths": np.array([len(w)], np.int64), **identity}
-                     for w in np.array_split(wav, windows))
+                     for w in self._pieces(wav))  # a vector a window
             return np.concatenate([self.session.run(["features"], feed)[0][0] for feed in feeds], 1)
         return self.frontend(wav)
 
@@ -212,9 +211,14 @@ class EmotionPredictor(ProbabilityAPI):
         return self._softmax(self.logits([w for w, _ in loaded], [r for _, r in loaded]))
 
     def _windowed(self, wav: np.ndarray, rate: int) -> np.ndarray:
-        """One recording's probabilities: the mean over equal windows within ``max_seconds`` where it is longer."""
+        """One recording's probabilities: the mean over its ``_pieces``."""
+        pieces = self._pieces(wav)
+        return self._softmax(self.logits(pieces, [rate] * len(pieces))).mean(0)
+
+    def _pieces(self, wav: np.ndarray) -> list[np.ndarray]:
+        """``wav`` in equal windows within the encoder's ``max_seconds`` (itself where it fits, or no limit)."""
         n = max(1, -(-len(wav) // int(self.max_seconds * self.sr))) if self.max_seconds else 1
-        return self._softmax(self.logits(np.array_split(wav, n), [rate] * n)).mean(0)
+        return np.array_split(wav, n)
 
     def _softmax(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits / self.temperature)

@@ -125,9 +125,10 @@ def build_backbone(name: str, window_seconds: float, pad_to_window: bool = False
         backbone = WhisperBackbone(config, int(window_seconds * 100), pad_to_window)
         backbone.encoder.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         return backbone.eval()
-    if smart_turn.stem_ranks(name):
+    ranks = smart_turn.stem_ranks(name)
+    if ranks:
         config, weights = smart_turn.load_smart_turn()
-        stem = WhisperStem(weights, smart_turn.stem_ranks(name), config["max_positions"])
+        stem = WhisperStem(weights, ranks, config["max_positions"])
         return WhisperBackbone(config, int(window_seconds * 100), pad_to_window, encoder=stem).eval()
     config = _hf_config(name)
     from transformers import AutoFeatureExtractor, AutoModel

@@ -35,7 +35,6 @@ class WhisperFrontEnd(nn.Module):
         # two_stage: the DFT in two small matrix stages (~40 KB of constants instead of the 0.6 MB one-stage
         # basis; equal within float rounding), for graphs that must stay small (the edge stem)
         self.spectrogram = Spectrogram(n_fft, hop, n_fft, center=False, method="matmul") if two_stage else None
-        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
         # (bins, n_mels): stored as it multiplies, so an exported graph keeps its name (int8 leaves it float)
         self.register_buffer("mel_t", torch.from_numpy(mel_filterbank(sr, n_fft, n_mels, 0.0, sr / 2)).t().contiguous(),
                              persistent=False)
@@ -160,18 +159,11 @@ class WhisperEncoder(nn.Module):
         return torch.stack(states), lengths
 
 
-def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
-    """Whisper's positional embeddings ``(length, dim)``, computed (the offline encoder's stored ones equal
-    them within 3e-5): an exported graph carries no table."""
-    inv = torch.exp(torch.arange(dim // 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / (dim // 2 - 1)))
-    t = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None, :]
-    return torch.cat([torch.sin(t), torch.cos(t)], 1)
-
-
 class Positions(nn.Module):
-    """``sinusoids(length, dim)`` for lengths up to ``max_positions`` from two small tables by the angle-addition
-    formulas (position ``t = step a + b``): 16 x fewer sines than a table, and no ``Sin`` / ``Cos`` in a graph
-    (ONNX Runtime's cost 2 ns an element). Within 3e-5 of ``sinusoids`` (whose float32 angles are the less exact)."""
+    """Whisper's sinusoidal positional embeddings ``(length, dim)`` for lengths up to ``max_positions``, from two
+    small tables by the angle-addition formulas (position ``t = step a + b``): 16 x fewer sines than a table, and
+    no ``Sin`` / ``Cos`` in a graph (ONNX Runtime's cost 2 ns an element). The offline encoder's stored table
+    equals them within 3e-5 (its int8 steps)."""
 
     def __init__(self, dim: int, max_positions: int, step: int = 16):
         super().__init__()
