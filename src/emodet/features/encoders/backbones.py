@@ -3,6 +3,7 @@
 - ``smart-turn-v3.2`` (the offline encoder, ``emodet encoders fetch``) and any transformers Whisper
   checkpoint: emodet's own Whisper modules (any input length, windows of at most the model's span).
   ``smart-turn-v3.2-stem``: its input embedding alone, compressed (``whisper.WhisperStem``; the edge student).
+  ``whisper-logmel``: its input, the 80-band log-mel frames (no weights; for a model that trains the stem).
 - wav2vec2 / HuBERT / WavLM / data2vec-audio checkpoints (a hub id or a local folder) through
   transformers' ``AutoModel``, with the waveform normalised as the checkpoint's feature extractor says.
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from ...core.errors import UsageError
 from . import smart_turn
-from .whisper import WhisperEncoder, WhisperFrontEnd, WhisperStem
+from .whisper import LogMelState, WhisperEncoder, WhisperFrontEnd, WhisperStem
 
 HF_FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
 
@@ -103,6 +104,9 @@ class HFBackbone(nn.Module):
 @functools.lru_cache(maxsize=8)
 def model_info(name: str) -> dict:
     """``{"family", "layers", "dim", "max_seconds", "hash"}`` of an encoder, without loading its weights."""
+    if name == smart_turn.LOGMEL_NAME:
+        return {"family": "whisper", "layers": 0, "dim": smart_turn.CONFIG["n_mels"],
+                "max_seconds": smart_turn.CONFIG["max_positions"] * 2 / 100, "hash": "logmel80-normalised"}
     ranks = smart_turn.stem_ranks(name)
     if name == smart_turn.NAME or ranks:
         config, _ = smart_turn.load_smart_turn()
@@ -125,6 +129,8 @@ def build_backbone(name: str, window_seconds: float, pad_to_window: bool = False
         backbone = WhisperBackbone(config, int(window_seconds * 100), pad_to_window)
         backbone.encoder.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         return backbone.eval()
+    if name == smart_turn.LOGMEL_NAME:
+        return WhisperBackbone(smart_turn.CONFIG, int(window_seconds * 100), pad_to_window, encoder=LogMelState()).eval()
     ranks = smart_turn.stem_ranks(name)
     if ranks:
         config, weights = smart_turn.load_smart_turn()

@@ -176,7 +176,10 @@ class Positions(nn.Module):
         self.step = step
 
     def forward(self, length: int) -> torch.Tensor:
-        t = torch.arange(length, device=self.fine_sin.device)
+        return self.at(torch.arange(length, device=self.fine_sin.device))
+
+    def at(self, t: torch.Tensor) -> torch.Tensor:
+        """The embeddings of positions ``t`` (each below ``max_positions`` + ``step``)."""
         a, b = torch.div(t, self.step, rounding_mode="floor"), t % self.step
         sa, ca, sb, cb = self.coarse_sin[a], self.coarse_cos[a], self.fine_sin[b], self.fine_cos[b]
         return torch.cat([sa * cb + ca * sb, ca * cb - sa * sb], 1)
@@ -199,6 +202,13 @@ class LowRankConv1d(nn.Sequential):
             up.weight.copy_((u[:, :rank] * root[None, :])[:, :, None].float())
             up.bias.copy_(bias.float())
         super().__init__(down, up)
+
+
+class LogMelState(nn.Module):
+    """The log-mel itself as the one state ``(1, B, T, n_mels)``: a backbone of Whisper's front end alone."""
+
+    def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return mel.transpose(1, 2)[None], frames
 
 
 class WhisperStem(nn.Module):
