@@ -7,7 +7,7 @@ from conftest import REPO
 
 CONFIGS = ["fc_mfcc", "resnet_mfcc", "lstm_mfcc", "resnet_logmel", "cnn_logmel", "fc_compare", "linear_compare",
            "linear_egemaps", "linear_emobase", "encoder_whisper_linear", "encoder_whisper_finetune", "edge_student",
-           "edge_dscnn", "general"]
+           "edge_dscnn", "edge_stem_finetune", "general"]
 
 
 def test_every_shipped_config_is_checked():
