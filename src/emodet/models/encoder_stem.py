@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UsageError
-from .common import full_lengths, length_mask, masked_mean_std
+from .common import full_lengths, length_mask
 from .registry import register_model
 
 
@@ -67,16 +67,22 @@ class EncoderStem(nn.Module):
         self.encoder_lr_scale = float(encoder_lr_scale)
 
     def frames(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input embedding ``(B, D, T')`` (``smart-turn-v3.2-stem``'s state 0) and its valid-frame mask."""
+        """The input embedding ``(B, T', D)`` (``smart-turn-v3.2-stem``'s state 0) and its valid-frame mask."""
         from ..features.encoders.whisper import embed, fused_gelu
 
         h, out_lengths = embed(self.stem.conv1, self.stem.conv2, x, full_lengths(x, lengths), fused_gelu)
         t = torch.arange(h.shape[1], device=x.device) % self.max_positions
-        return (h + self.stem.positions.at(t).to(h.dtype)).transpose(1, 2), length_mask(out_lengths, h.shape[1])
+        return h + self.stem.positions.at(t).to(h.dtype), length_mask(out_lengths, h.shape[1])
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h, mask = self.frames(x, lengths)
-        pooled = masked_mean_std(h, mask)
+        # mean and standard deviation over the valid frames, pooled as the stem feature pools (frames in rows, no
+        # transposes; squares as products: a graph's Mul)
+        m = mask[..., None].to(h.dtype)
+        count = m.sum(1).clamp(min=1.0)
+        mean = (h * m).sum(1) / count
+        centred = h - mean[:, None]
+        pooled = torch.cat([mean, torch.sqrt((centred * centred * m).sum(1) / count + 1e-5)], 1)
         if self.training and pooled.shape[0] == 1:  # a batch of one has no statistics: the running ones
             pooled = nn.functional.batch_norm(pooled, self.norm.running_mean, self.norm.running_var, eps=self.norm.eps)
         else:
