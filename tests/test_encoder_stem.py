@@ -42,7 +42,7 @@ def test_the_trained_stem_starts_as_the_stem_feature_and_trains_its_convolutions
     than the encoder's 8 s takes positions again from 0 after 8 s; an optimizer step moves the convolutions at
     0.1 x the head's rate (the shipped config), and a training batch of one works."""
     from emodet.config import load_config
-    from emodet.models.common import masked_mean
+    from emodet.features.encoders.whisper import embed, fused_gelu
     from emodet.training.optim import make_optimizer
 
     wavs = voices()
@@ -50,26 +50,28 @@ def test_the_trained_stem_starts_as_the_stem_feature_and_trains_its_convolutions
     assert [m.shape for m in mels] == [(80, len(w) // 160) for w in wavs]
     stem = compute_batch(wavs[:2], SR, {**ENCODER_DEFAULTS, "model": "smart-turn-v3.2-stem"})
     model = build_model("encoder_stem", 5, (80, None)).eval()
+    pooled = []
+    model.norm.register_forward_hook(lambda module, args, out: pooled.append(args[0]))
     with torch.no_grad():
         long, _ = model.frames(*batch(mels[2:]))
-        assert long.shape[1] == (mels[2].shape[1] + 1) // 2
-        x, lengths = batch(mels[:2])
-        h, mask = model.frames(x, lengths)
-        h = h.transpose(1, 2)
-        mean = masked_mean(h, mask)
-        std = torch.sqrt(masked_mean((h - mean[..., None]) ** 2, mask) + 1e-8)
-    for i, feature in enumerate(stem):
-        np.testing.assert_allclose(mean[i].numpy(), feature[:384, 0], atol=1e-4, rtol=1e-4)
-        np.testing.assert_allclose(std[i].numpy(), feature[384:, 0], atol=1e-4, rtol=1e-4)
+        assert long.shape[1] == (mels[2].shape[1] + 1) // 2 > 400
+        added = long[0] - embed(model.stem.conv1, model.stem.conv2, *batch(mels[2:]), fused_gelu)[0][0]
+        positions = model.stem.positions(400)
+        np.testing.assert_allclose(added[:400].numpy(), positions.numpy(), atol=1e-5)
+        np.testing.assert_allclose(added[400:].numpy(), positions[: long.shape[1] - 400].numpy(), atol=1e-5)
+        model(*batch(mels[:2]))
+    for i, feature in enumerate(stem):  # what forward pools: the stem feature (the std floored at 1e-5, not 1e-8)
+        np.testing.assert_allclose(pooled[0][i, :384].numpy(), feature[:384, 0], atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(pooled[0][i, 384:].numpy(), feature[384:, 0], atol=5e-4, rtol=1e-4)
+    x, lengths = batch(mels[:2])
     cfg = load_config(REPO / "configs" / "edge_stem_finetune.yaml", ["data.root=somewhere"])
     model.train()
     optimizer = make_optimizer(model, cfg.training)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3, 1e-4])
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
-    before = model.stem.conv1[0].weight.detach().clone()
     model(x[:1], lengths[:1]).logsumexp(1).mean().backward()  # a batch of one: the running statistics
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.stem.parameters() if p.requires_grad)
     optimizer.step()
-    assert not torch.equal(model.stem.conv1[0].weight, before)
     assert build_model("encoder_stem", 5, (80, None), preset="tiny").stem.conv1[0].out_channels == 48
 
 
@@ -82,9 +84,26 @@ def test_the_trained_stem_refuses_features_it_cannot_take():
             check_model_features("encoder_stem", "base", {}, ftype, params)
         with pytest.raises(UsageError, match=match):
             check_model_features("encoder_stem", "base", {}, ftype, params)
-    with pytest.raises(UsageError, match="ranks 1 to 240 and 1 to 384"):
+    with pytest.raises(UsageError, match=r"ranks \[300, 64\] of encoder_stem: ranks 1 to 240 and 1 to 384"):
         check_model_features("encoder_stem", "base", {"ranks": [300, 64]}, "encoder", LOGMEL)
-    with pytest.raises(UsageError, match=r"two ranks \[R, S\], got 64"):
-        check_model_features("encoder_stem", "base", {"ranks": 64}, "encoder", LOGMEL)
+    for ranks in (64, [64.0, 96]):
+        with pytest.raises(UsageError, match=r"two whole numbers \[R, S\], got"):
+            check_model_features("encoder_stem", "base", {"ranks": ranks}, "encoder", LOGMEL)
+    with pytest.raises(UsageError, match="pad_to_window True"):
+        check_model_features("encoder_stem", "base", {}, "encoder", {**LOGMEL, "pad_to_window": True})
+    check_model_features("encoder_stem", "base", {}, "encoder", {**LOGMEL, "layers": [-1]})
     with pytest.raises(UsageError, match="64 features a frame, but the encoder takes 80"):
         build_model("encoder_stem", 4, (64, None))
+    with pytest.raises(UsageError, match=r"'whisper-logmel' is the log-mel input alone \(model encoder_stem"):
+        check_model_features("encoder_top", "base", {"encoder": "whisper-logmel", "from_layer": 0}, "encoder", LOGMEL)
+    from emodet.features.encoders.feature import check_params
+
+    with pytest.raises(UsageError, match="whisper-logmel is the encoder's input, not an encoder; set pad_to_window"):
+        check_params({**LOGMEL, "pooling": "meanstd", "pad_to_window": True})
+
+
+def test_the_trained_stem_says_how_to_fetch_the_encoder(tmp_path, monkeypatch):
+    """Without the offline encoder its weights cannot start the model: refused before any file is read."""
+    monkeypatch.setenv("EMODET_HOME", str(tmp_path))
+    with pytest.raises(UsageError, match="run `emodet encoders fetch` once"):
+        check_model_features("encoder_stem", "base", {}, "encoder", LOGMEL)

@@ -5,11 +5,17 @@ The edge student's pretrained front end trained end to end: over Whisper's log-m
 Smart Turn encoder's convolutions factored by truncated SVD to ``ranks`` (as ``smart-turn-v3.2-stem``
 does), its positions added, the frames pooled to mean and standard deviation, a batch normalisation
 without parameters (training statistics: what ``data.normalize: global`` does for a pooled feature),
-and a linear classifier. At initialisation its pooled frames are exactly the ``smart-turn-v3.2-stem``
-feature's (tested); training moves the convolutions at ``encoder_lr_scale`` times the head's rate.
-The exported graph holds the log-mel front end, the convolutions and the head (~0.9 MB float32 at
-ranks 64 x 96). Positions past the encoder's 8 s start again (a recording longer than 8 s in
-training; the runtime cuts it into windows of at most 8 s, as for every encoder model).
+and a linear classifier. At initialisation its pooled means are the ``smart-turn-v3.2-stem`` feature's and
+its standard deviations too within 5e-4 (floored at 1e-5 of variance, the feature at 1e-8; tested);
+training moves the convolutions at ``encoder_lr_scale`` times the head's rate. The exported graph holds
+the log-mel front end, the convolutions and the head (~0.9 MB float32 at ranks 64 x 96).
+
+A recording longer than the encoder's 8 s: in training (and a run's own evaluation) the convolutions
+run over the whole recording, its front end normalised over the whole of it, and the positions start
+again every 8 s; the runtime cuts it into pieces of at most 8 s, each normalised alone, and averages
+their probabilities (as for every encoder model: ``encoder_top``'s and the stem feature's pooled
+windows differ from the runtime the same way). Corpora of short utterances hardly meet it (EmoDB's
+longest recording is under 9 s).
 """
 
 from __future__ import annotations
@@ -23,21 +29,31 @@ from .registry import register_model
 
 
 def check_features(features_type: str, features_params: dict, model_params: dict) -> None:
-    """Refuse, before any file is read, features that are not the offline encoder's log-mel frames."""
+    """Refuse, before any file is read, features that are not the offline encoder's log-mel frames, ranks that are
+    not two whole numbers within the convolutions' full ranks, and an offline encoder not yet fetched."""
     from ..features.encoders import smart_turn
     from ..features.encoders.feature import ENCODER_DEFAULTS
 
     params = {**ENCODER_DEFAULTS, **features_params}
-    want = f"features.type: encoder with params {{model: {smart_turn.LOGMEL_NAME}, layers: [0], pooling: none}}"
+    want = (f"features.type: encoder with params {{model: {smart_turn.LOGMEL_NAME}, layers: [0], pooling: none, "
+            "pad_to_window: false}")
     if features_type != "encoder" or params["model"] != smart_turn.LOGMEL_NAME or params["pooling"] != "none" \
-            or params["layers"] not in ([0], 0, "all") or params["pad_to_window"]:
+            or params["layers"] not in ([0], [-1], 0, -1, "all") or params["pad_to_window"]:
         raise UsageError(f"model encoder_stem trains the offline encoder's convolutions over its log-mel input: it "
                          f"needs {want}, got features.type {features_type!r} with model {params['model']!r}, "
-                         f"layers {params['layers']!r}, pooling {params['pooling']!r}")
+                         f"layers {params['layers']!r}, pooling {params['pooling']!r}, pad_to_window "
+                         f"{params['pad_to_window']!r}")
     ranks = model_params.get("ranks", list(smart_turn.STEM_RANKS))
-    if not (isinstance(ranks, (list, tuple)) and len(ranks) == 2):
-        raise UsageError(f"model.params.ranks of encoder_stem must be two ranks [R, S], got {ranks!r}")
-    smart_turn.stem_ranks(f"{smart_turn.STEM_NAME}-{ranks[0]}x{ranks[1]}")  # refuses ranks past the full ones
+    if not (isinstance(ranks, (list, tuple)) and len(ranks) == 2
+            and all(isinstance(r, int) and not isinstance(r, bool) for r in ranks)):
+        raise UsageError(f"model.params.ranks of encoder_stem must be two whole numbers [R, S], got {ranks!r}")
+    try:
+        smart_turn.stem_ranks(f"{smart_turn.STEM_NAME}-{ranks[0]}x{ranks[1]}")  # refuses ranks past the full ones
+    except UsageError:
+        raise UsageError(f"model.params.ranks {list(ranks)} of encoder_stem: ranks 1 to 240 and 1 to 384 (the "
+                         "convolutions' full ranks), e.g. [64, 96]") from None
+    if not smart_turn.is_fetched():
+        smart_turn.load_smart_turn()  # says how to fetch it
 
 
 @register_model("encoder_stem", presets={"base": {}, "tiny": {"ranks": [48, 64]}}, check=check_features)

@@ -65,8 +65,10 @@ def check_layers(from_layer: int, layers: int, n_layers: int, encoder: str) -> N
     if layers < 1:
         raise UsageError(f"model encoder_top: layers {layers}: fine-tune at least 1 layer")
     if n_layers == 0:
-        raise UsageError(f"model encoder_top fine-tunes an encoder's layers; {encoder!r} is an input embedding alone "
-                         "(no layers above state 0): use the full encoder (smart-turn-v3.2) or a linear / fc head")
+        what = ("the log-mel input alone (model encoder_stem trains the encoder's input convolutions over it)"
+                if encoder == "whisper-logmel" else "an input embedding alone (no layers above state 0)")
+        raise UsageError(f"model encoder_top fine-tunes an encoder's layers; {encoder!r} is {what}: use the full "
+                         "encoder (smart-turn-v3.2) or a linear / fc head")
     if not 0 <= from_layer < n_layers or from_layer + layers > n_layers:
         raise UsageError(f"model encoder_top: from_layer {from_layer} and layers {layers}, but encoder {encoder!r} has "
                          f"layers 1 to {n_layers} above its input embedding (state 0): from_layer from 0 to "

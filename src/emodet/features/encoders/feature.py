@@ -7,7 +7,8 @@ The cache stores every layer's pooled states (``(L + 1) * 2 * D`` values a recor
 frame-level states ``((L + 1) * D, frames)`` for heads that pool themselves. Parameters:
 
 - ``model``: ``smart-turn-v3.2`` (offline, ``emodet encoders fetch``), a hub id or a local folder of a
-  wav2vec2 / HuBERT / WavLM / data2vec-audio / Whisper checkpoint;
+  wav2vec2 / HuBERT / WavLM / data2vec-audio / Whisper checkpoint; ``smart-turn-v3.2-stem`` (or ``-RxS``:
+  the offline encoder's input embedding alone, factored) or ``whisper-logmel`` (its 80-band log-mel input);
 - ``layers``: ``all`` or a list of hidden-state indices (0 = the input embedding, -1 = the last);
 - ``pooling``: ``meanstd``, ``mean`` or ``none``;
 - ``window_seconds``: longest window the encoder sees (Whisper models: at most their span, 8 s for
@@ -87,6 +88,9 @@ def check_params(params: dict) -> None:
     if params["pad_to_window"] not in (True, False) or (params["pad_to_window"] and info["family"] != "whisper"):
         raise UsageError(f"feature parameter 'pad_to_window' must be true or false (true for Whisper models only), "
                          f"got {params['pad_to_window']!r} for a {info['family']} model")
+    if params["pad_to_window"] and str(params["model"]) == "whisper-logmel":
+        raise UsageError("feature parameter 'pad_to_window': whisper-logmel is the encoder's input, not an encoder; "
+                         "set pad_to_window: false")
     if params["pad_to_window"] and params["pooling"] == "none":
         raise UsageError("feature parameter 'pad_to_window': true pools the recording's own frames inside a padded "
                          "window; it does not keep frames (pooling: none): set pooling meanstd or mean, or "

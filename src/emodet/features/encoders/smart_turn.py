@@ -36,8 +36,8 @@ CONFIG = {"family": "whisper", "n_mels": 80, "d_model": 384, "layers": 4, "heads
 # 0.75 MB of float32 weights with the mel filters; the ranks are the largest that keep a student under 1 MB);
 # other ranks by name: smart-turn-v3.2-stem-48x64
 STEM_NAME, STEM_RANKS = "smart-turn-v3.2-stem", (64, 96)
-# the offline encoder's input alone: Whisper's 80-band log-mel of the normalised waveform, frames (80 a 10 ms frame,
-# windows of 8 s), for models that train the stem themselves (``encoder_stem``); no weights needed
+# the offline encoder's input alone: Whisper's 80-band log-mel of the normalised waveform, 80 values a 10 ms frame
+# (an exported graph takes up to 8 s, as the encoder), for models that train the stem themselves (``encoder_stem``)
 LOGMEL_NAME = "whisper-logmel"
 _STEM = re.compile(re.escape(STEM_NAME) + r"(?:-(\d+)x(\d+))?")
 
