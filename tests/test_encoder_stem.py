@@ -107,3 +107,13 @@ def test_the_trained_stem_says_how_to_fetch_the_encoder(tmp_path, monkeypatch):
     monkeypatch.setenv("EMODET_HOME", str(tmp_path))
     with pytest.raises(UsageError, match="run `emodet encoders fetch` once"):
         check_model_features("encoder_stem", "base", {}, "encoder", LOGMEL)
+
+
+def test_a_long_recordings_states_do_not_depend_on_its_batch():
+    """A recording longer than the encoder's window is cut into windows; they once followed the batch's longest
+    item, so an 8.5 s recording batched with a 12 s one got other features than alone (0.29 apart)."""
+    params = {**ENCODER_DEFAULTS, "model": "smart-turn-v3.2-stem"}
+    wavs = voices((8.5, 12.0, 2.0))
+    together = compute_batch(wavs, SR, params)
+    for wav, got in zip(wavs, together):
+        np.testing.assert_allclose(got, compute_batch([wav], SR, params)[0], atol=1e-5)

@@ -164,12 +164,24 @@ def compute_batch(wavs: list[np.ndarray], sr: int, params: dict) -> list[np.ndar
     with _LOCK:
         module, device = _extractor(str(params["model"]), params["pooling"], float(params["window_seconds"]),
                                     bool(params["pad_to_window"]), params["dtype"])
+    window = getattr(module.backbone, "window", None)  # Whisper: a recording past one window is cut into windows
+    if window and not params["pad_to_window"] and len(wavs) > 1 and any(len(w) // 160 > window for w in wavs):
+        # the windows follow the batch's longest item: a long recording is encoded alone, so its states never
+        # depend on the batch it is in
+        short = [i for i, w in enumerate(wavs) if len(w) // 160 <= window]
+        out = dict(zip(short, _encode([wavs[i] for i in short], module, device, params["dtype"]) if short else []))
+        out.update((i, _encode([w], module, device, params["dtype"])[0]) for i, w in enumerate(wavs) if i not in out)
+        return [out[i] for i in range(len(wavs))]
+    return _encode(wavs, module, device, params["dtype"])
+
+
+def _encode(wavs: list[np.ndarray], module: EncoderFeatures, device: torch.device, dtype: str) -> list[np.ndarray]:
     lengths = torch.tensor([len(w) for w in wavs])
     audio = torch.zeros(len(wavs), int(lengths.max()))
     for i, w in enumerate(wavs):
         audio[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
     with torch.inference_mode():
-        feats, frames = module(audio.to(device, DTYPES[params["dtype"]]), lengths.to(device))
+        feats, frames = module(audio.to(device, DTYPES[dtype]), lengths.to(device))
     feats = feats.float().cpu().numpy()
     return [feats[i][:, : max(1, int(frames[i]))] for i in range(len(wavs))]
 
