@@ -10,7 +10,7 @@ FAMILIES = ["fc", "cnn", "resnet", "lstm", "crnn", "dscnn"]
 
 def test_registry_lists_families_and_errors():
     assert set(FAMILIES) <= set(list_models()) and set(FAMILIES) <= set(_MODEL_REGISTRY)
-    with pytest.raises(UnknownNameError, match=r"unknown model 'resnt' \(did you mean 'resnet'\?\); known models: cnn, crnn, dscnn, encoder_top, fc"):
+    with pytest.raises(UnknownNameError, match=r"unknown model 'resnt' \(did you mean 'resnet'\?\); known models: cnn, crnn, dscnn, encoder_stem, encoder_top, fc"):
         build_model("resnt", 4, (40, 100))
     with pytest.raises(UsageError, match=r"model 'lstm' has no parameter 'hiden' \(did you mean 'hidden'\?\)"):
         build_model("lstm", 4, (40, 100), hiden=3)
