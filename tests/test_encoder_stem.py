@@ -92,6 +92,11 @@ def test_the_trained_stem_refuses_features_it_cannot_take():
     with pytest.raises(UsageError, match="pad_to_window True"):
         check_model_features("encoder_stem", "base", {}, "encoder", {**LOGMEL, "pad_to_window": True})
     check_model_features("encoder_stem", "base", {}, "encoder", {**LOGMEL, "layers": [-1]})
+    for mode in ("global", "speaker", "corpus"):  # statistics would move the log-mel away from what it was trained on
+        with pytest.raises(UsageError, match=f"set data.normalize: none \\(got '{mode}'\\)"):
+            check_model_features("encoder_stem", "base", {}, "encoder", LOGMEL, mode)
+    check_model_features("encoder_stem", "base", {}, "encoder", LOGMEL, "none")
+    check_model_features("fc", "base", {}, "encoder", LOGMEL, "global")
     with pytest.raises(UsageError, match="64 features a frame, but the encoder takes 80"):
         build_model("encoder_stem", 4, (64, None))
     with pytest.raises(UsageError, match=r"'whisper-logmel' is the log-mel input alone \(model encoder_stem"):

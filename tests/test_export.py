@@ -132,6 +132,8 @@ def test_a_per_speaker_model_refuses_to_answer_without_calibration(exported, syn
     missing = cli("predict", out / "cnn.onnx", clip, "--calibrate", tmp_path / "nothere")
     assert missing.returncode == 2 and "--calibrate" in missing.stderr and "no such file or folder" in missing.stderr
     assert "recording(s)" not in missing.stderr  # refused before any counting or warning
+    empty = cli("predict", out / "cnn.onnx", "", "--calibrate", clip)  # an empty shell variable is not "."
+    assert empty.returncode == 2 and "'': an empty path" in empty.stderr
     # a long recording is its own enrollment for sliding windows (warned), and the windows differ
     long = np.concatenate([sf.read(f, dtype="float32")[0] for f in sorted(synth_corpus.rglob("spk02_*.wav"))[:8]])
     sf.write(tmp_path / "long.wav", long, 16000)

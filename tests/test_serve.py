@@ -120,6 +120,16 @@ def test_min_confidence_answers_uncertain(client, clip):
     assert r["label"] == "uncertain" and max(r["probabilities"].values()) < 0.999
 
 
+def test_silence_and_a_tenth_of_a_second_are_answered_with_a_warning(client, clip):
+    """The answer on silence or under 0.5 s is a guess: said in the JSON, not only in the server's log."""
+    for name, audio, words in (("silence.wav", np.zeros(16000, np.float32), "digital silence"),
+                               ("short.wav", load_audio(clip)[:1600], "0.10 s long")):
+        r = client.post("/predict", files={"file": (name, wav_bytes(audio))})
+        assert r.status_code == 200 and r.json()["label"]
+        assert len(r.json()["warnings"]) == 1 and r.json()["warnings"][0].startswith(f"{name}: {words}")
+    assert "warnings" not in client.post("/predict", files={"file": (clip.name, clip.read_bytes())}).json()
+
+
 def bad_uploads(clip: Path) -> dict:
     """name -> (request keyword arguments, status, words the one-line reason must hold)."""
     good = clip.read_bytes()
@@ -129,6 +139,8 @@ def bad_uploads(clip: Path) -> dict:
     return {
         "zero bytes": ({"content": b"", "headers": {"content-type": "audio/wav"}}, 400, "zero bytes"),
         "random bytes": ({"files": {"file": ("x.wav", np.random.default_rng(0).bytes(30000))}}, 422, "cannot decode"),
+        "random bytes, no audio name": ({"files": {"file": ("x.bin", np.random.default_rng(1).bytes(30000))}}, 422,
+                                        "x.bin: cannot decode"),
         "truncated wav": ({"files": {"file": ("cut.wav", good[: len(good) // 2])}}, 422, "truncated"),
         "truncated flac": ({"files": {"file": ("cut.flac", flac[: len(flac) // 2])}}, 422, "truncated|cannot decode"),
         "an hour": ({"files": {"file": ("hour.flac", hour)}}, 413, "lasts 3600 s"),
@@ -154,6 +166,7 @@ def test_every_bad_upload_gets_a_4xx_with_a_one_line_reason_and_leaves_nothing_b
         detail = r.json()["detail"]
         assert r.status_code == status, (name, r.status_code, detail)
         assert "\n" not in detail and re.search(words, detail), (name, detail)
+        assert str(spool) not in detail, (name, detail)  # the upload's name, never the server's temporary file
         assert time.perf_counter() - began < 5, name  # refused from headers, never decoded at length
         assert client.post("/predict", files={"file": (clip.name, clip.read_bytes())}).status_code == 200
     assert list(spool.iterdir()) == []

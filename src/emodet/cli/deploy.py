@@ -40,7 +40,8 @@ def cmd_export(args) -> int:
     if "int8_path" in report:
         print(f"int8 -> {report['int8_path']} ({report['int8_bytes'] / 1e6:.2f} MB, "
               f"{report['int8_bytes'] / report['bytes']:.0%} of fp32); top label agrees with fp32 on "
-              f"{report['int8_agreement']:.0%} of the check inputs")
+              f"{report['int8_agreement']:.0%} of {report['int8_checked']} check inputs (a near tie flips; "
+              "python bench/edge.py --cv-dir compares on every held-out recording)")
     return EXIT_OK
 
 

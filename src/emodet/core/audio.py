@@ -191,12 +191,12 @@ def _ffmpeg_decode(path: Path, name: str) -> tuple[np.ndarray, int]:
     try:
         rate = int(json.loads(probe.stdout)["streams"][0]["sample_rate"])
     except (ValueError, KeyError, IndexError, TypeError):
-        reason = (probe.stderr.strip().splitlines() or ["no audio stream"])[-1][:200]
+        reason = (probe.stderr.strip().splitlines() or ["no audio stream"])[-1].replace(str(path), name)[:200]
         raise AudioError(f"{name}: cannot decode audio (ffmpeg: {reason})") from None
     out = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "f32le",
                           "-acodec", "pcm_f32le", "-ac", "1", "-"], capture_output=True)
     if out.returncode != 0:
-        reason = (out.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1][:200]
+        reason = (out.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1].replace(str(path), name)[:200]
         raise AudioError(f"{name}: cannot decode audio (ffmpeg: {reason})")
     return np.frombuffer(out.stdout, dtype="<f4").astype(np.float32), rate
 

@@ -45,6 +45,8 @@ def expand_inputs(items: list[str], flag: str = "FILE", missing_ok: bool = True)
     that does not exist is kept (a batch reports it with the others) unless ``missing_ok`` is false."""
     out = []
     for item in items:
+        if not str(item).strip():  # Path("") is the current folder: an empty shell variable would predict all of it
+            raise UsageError(f"{flag} {item!r}: an empty path; give a file or folder")
         if item == "-":
             out.append(item)
         elif Path(item).is_dir():

@@ -159,5 +159,6 @@ def export_run(run_dir: str | Path, out: str | Path, opset: int = 18, with_featu
         quantize_int8(out, q_path, metadata, calibration, weight_only=spec.graph_only)
         report["int8_path"], report["int8_bytes"] = str(q_path), q_path.stat().st_size
         if verify:
-            report["int8_agreement"] = agreement(out, q_path, names, info, with_features, n_feat, speaker, sr)
+            report["int8_agreement"], report["int8_checked"] = agreement(out, q_path, names, info, with_features,
+                                                                         n_feat, speaker, sr)
     return report

@@ -68,8 +68,9 @@ def parity(deploy, path, names, info, with_features, n_feat, speaker, sr) -> tup
     return worst, excess
 
 
-def agreement(fp32: Path, int8: Path, names, info, with_features, n_feat, speaker, sr) -> float:
+def agreement(fp32: Path, int8: Path, names, info, with_features, n_feat, speaker, sr) -> tuple[float, int]:
+    """How often the int8 graph's top label is fp32's on a few real recordings, and how many were checked."""
     from .quantize import top_label_agreement
 
-    return top_label_agreement(fp32, int8, feeds(real_inputs(info, sr, 8), names, info, with_features, n_feat,
-                                                 speaker, sr))
+    checks = list(feeds(real_inputs(info, sr, 8), names, info, with_features, n_feat, speaker, sr))
+    return top_label_agreement(fp32, int8, checks), len(checks)

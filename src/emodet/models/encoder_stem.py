@@ -56,7 +56,8 @@ def check_features(features_type: str, features_params: dict, model_params: dict
         smart_turn.load_smart_turn()  # says how to fetch it
 
 
-@register_model("encoder_stem", presets={"base": {}, "tiny": {"ranks": [48, 64]}}, check=check_features)
+@register_model("encoder_stem", presets={"base": {}, "tiny": {"ranks": [48, 64]}}, check=check_features,
+                normalize=("none",))
 class EncoderStem(nn.Module):
     """``(B, 80, T)`` Whisper log-mel -> the offline encoder's factored convolutions (fine-tuned) -> mean + std -> logits."""
 

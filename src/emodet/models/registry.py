@@ -24,21 +24,25 @@ class ModelEntry:
     presets: dict
     description: str
     check: Callable | None = None  # (features.type, features.params, model.params): refuses features it cannot take
+    normalize: tuple | None = None  # the data.normalize modes it can take (None: any)
 
 
 _MODEL_REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, *, presets: dict | None = None, override: bool = False, description: str | None = None,
-                   check: Callable | None = None):
+                   check: Callable | None = None, normalize: tuple | None = None):
     """Class decorator registering a model family; ``presets`` maps preset names to parameters; ``check``
-    (optional) is called with ``(features.type, features.params, model params)`` before a run reads any file."""
+    (optional) is called with ``(features.type, features.params, model params)`` before a run reads any file;
+    ``normalize`` (optional): the ``data.normalize`` modes the model can take (a pretrained layer wants its input
+    as it was pretrained on)."""
 
     def decorator(cls):
         if name in _MODEL_REGISTRY and not override:
             raise UsageError(f"model name {name!r} is already registered; pass override=True to replace it")
         doc = description if description is not None else (cls.__doc__ or "").strip().split("\n")[0]
-        _MODEL_REGISTRY[name] = ModelEntry(name, cls, dict(presets or {"base": {}}), doc, check)
+        _MODEL_REGISTRY[name] = ModelEntry(name, cls, dict(presets or {"base": {}}), doc, check,
+                                           tuple(normalize) if normalize else None)
         return cls
 
     return decorator
@@ -56,9 +60,14 @@ def get_model_entry(name: str) -> ModelEntry:
                                f"{', '.join(list_models())}") from None
 
 
-def check_model_features(name: str, preset: str, params: dict, features_type: str, features_params: dict) -> None:
-    """A model's own refusal of features it cannot take (most models take any), before a run reads files."""
+def check_model_features(name: str, preset: str, params: dict, features_type: str, features_params: dict,
+                         normalize: str | None = None) -> None:
+    """A model's own refusal of features (or a ``data.normalize`` mode) it cannot take (most models take any),
+    before a run reads files."""
     entry = get_model_entry(name)
+    if normalize is not None and entry.normalize and str(normalize) not in entry.normalize:
+        raise UsageError(f"model {name!r} takes its features as its pretrained layers were trained on them: set "
+                         f"data.normalize: {' or '.join(entry.normalize)} (got {normalize!r})")
     if entry.check is not None:
         entry.check(features_type, features_params, {**entry.presets.get(preset, {}), **params})
 

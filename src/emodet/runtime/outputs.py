@@ -34,12 +34,18 @@ def warn_little_sound(loaded: list[tuple], items) -> None:
     """A ``LittleSoundWarning`` for each loaded ``(samples, rate)`` that is digital silence or shorter than
     ``MIN_SOUND_SECONDS`` (named by its path where ``items`` holds one)."""
     for k, ((wav, rate), item) in enumerate(zip(loaded, items)):
-        why = ("digital silence" if not np.any(wav) else
-               f"{len(wav) / rate:.2f} s long" if len(wav) < MIN_SOUND_SECONDS * rate else None)
-        if why:
-            name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"recording {k + 1}"
-            warnings.warn(f"{name}: {why}: too little sound to judge an emotion (under {MIN_SOUND_SECONDS:g} s of "
-                          "audio, or silence); the answer is a guess", LittleSoundWarning, stacklevel=4)
+        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"recording {k + 1}"
+        note = little_sound(wav, rate, name)
+        if note:
+            warnings.warn(note, LittleSoundWarning, stacklevel=4)
+
+
+def little_sound(wav: np.ndarray, rate: int, name: str) -> str | None:
+    """What to say of a recording that is digital silence or shorter than ``MIN_SOUND_SECONDS`` (else ``None``)."""
+    why = ("digital silence" if not np.any(wav) else
+           f"{len(wav) / rate:.2f} s long" if len(wav) < MIN_SOUND_SECONDS * rate else None)
+    return why and (f"{name}: {why}: too little sound to judge an emotion (under {MIN_SOUND_SECONDS:g} s of audio, "
+                    "or silence); the answer is a guess")
 
 
 class ProbabilityAPI:

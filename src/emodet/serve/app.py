@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 from .. import __version__
 from ..core.errors import UsageError
 from ..runtime.live import private_copy
+from ..runtime.outputs import little_sound
 from ..runtime.service import prediction_record
 from .security import AccessMiddleware
 from .stream import FORMATS, run_stream
@@ -53,6 +54,7 @@ class Prediction(BaseModel):
     file: str
     label: str
     probabilities: dict[str, float]
+    warnings: list[str] | None = None  # e.g. silence or under 0.5 s of audio: the answer is a guess
 
 
 class WindowPrediction(BaseModel):
@@ -73,6 +75,7 @@ class WindowedPrediction(BaseModel):
     file: str
     windows: list[WindowPrediction]
     segments: list[Segment]
+    warnings: list[str] | None = None
 
 
 class Problem(BaseModel):
@@ -158,11 +161,13 @@ def predict_upload(predictor, data: bytes, name: str, limits: Limits, window, ho
     if predictor.needs_calibration:  # a long recording may calibrate on itself: on a copy, never the shared one
         predictor = private_copy(predictor)
     try:
-        return prediction_record(predictor, (wav, rate), name, window, hop, min_confidence)
+        record = prediction_record(predictor, (wav, rate), name, window, hop, min_confidence)
     except UsageError as exc:
         if predictor.needs_calibration:
             raise uncalibrated(predictor, name) from None
         raise UploadError(422, f"{name}: {exc}") from None
+    note = little_sound(wav, rate, name)  # said in the answer, not only in the server's log
+    return {**record, "warnings": [note]} if note else record
 
 
 def uncalibrated(predictor, name: str) -> UploadError:

@@ -80,7 +80,8 @@ def run_cv(cfg: Config, folds: str | int, name: str, runs_dir: str | Path = "run
     # without a data root, paths are relative to the manifest that holds them: rewritten as they move
     by_manifest = check_data_root(cfg) is None
     check_training_start(cfg)
-    check_model_features(cfg.model.name, cfg.model.preset, cfg.model.params, cfg.features.type, cfg.features.params)
+    check_model_features(cfg.model.name, cfg.model.preset, cfg.model.params, cfg.features.type, cfg.features.params,
+                         cfg.data.normalize)
     rows, source = (read_manifest(manifest), manifest) if manifest.exists() else load_rows(cfg)[:2]
     if by_manifest:
         rows = rebase_rows(rows, source, manifest)

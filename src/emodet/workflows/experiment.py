@@ -105,7 +105,8 @@ def check_run_start(cfg: Config, run_dir: Path, resume: bool) -> None:
     check_data_root(cfg)  # before anything is written
     check_training_start(cfg)
     check_unlabelled(cfg)
-    check_model_features(cfg.model.name, cfg.model.preset, cfg.model.params, cfg.features.type, cfg.features.params)
+    check_model_features(cfg.model.name, cfg.model.preset, cfg.model.params, cfg.features.type, cfg.features.params,
+                         cfg.data.normalize)
     started = (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "metrics.json").exists()
     if started and not resume:
         raise UsageError(f"run directory {run_dir} already holds a run: pass --resume to continue it, "
