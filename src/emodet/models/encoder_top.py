@@ -62,11 +62,13 @@ def check_features(features_type: str, features_params: dict, model_params: dict
 
 
 def check_layers(from_layer: int, layers: int, n_layers: int, encoder: str) -> None:
+    from ..features.encoders import smart_turn
+
     if layers < 1:
         raise UsageError(f"model encoder_top: layers {layers}: fine-tune at least 1 layer")
     if n_layers == 0:
         what = ("the log-mel input alone (model encoder_stem trains the encoder's input convolutions over it)"
-                if encoder == "whisper-logmel" else "an input embedding alone (no layers above state 0)")
+                if encoder == smart_turn.LOGMEL_NAME else "an input embedding alone (no layers above state 0)")
         raise UsageError(f"model encoder_top fine-tunes an encoder's layers; {encoder!r} is {what}: use the full "
                          "encoder (smart-turn-v3.2) or a linear / fc head")
     if not 0 <= from_layer < n_layers or from_layer + layers > n_layers:

@@ -88,7 +88,9 @@ def check_params(params: dict) -> None:
     if params["pad_to_window"] not in (True, False) or (params["pad_to_window"] and info["family"] != "whisper"):
         raise UsageError(f"feature parameter 'pad_to_window' must be true or false (true for Whisper models only), "
                          f"got {params['pad_to_window']!r} for a {info['family']} model")
-    if params["pad_to_window"] and str(params["model"]) == "whisper-logmel":
+    from .smart_turn import LOGMEL_NAME
+
+    if params["pad_to_window"] and str(params["model"]) == LOGMEL_NAME:
         raise UsageError("feature parameter 'pad_to_window': whisper-logmel is the encoder's input, not an encoder; "
                          "set pad_to_window: false")
     if params["pad_to_window"] and params["pooling"] == "none":
@@ -165,10 +167,11 @@ def compute_batch(wavs: list[np.ndarray], sr: int, params: dict) -> list[np.ndar
         module, device = _extractor(str(params["model"]), params["pooling"], float(params["window_seconds"]),
                                     bool(params["pad_to_window"]), params["dtype"])
     window = getattr(module.backbone, "window", None)  # Whisper: a recording past one window is cut into windows
-    if window and not params["pad_to_window"] and len(wavs) > 1 and any(len(w) // 160 > window for w in wavs):
+    hop = module.backbone.frontend.hop if window else 0
+    if window and not params["pad_to_window"] and len(wavs) > 1 and any(len(w) // hop > window for w in wavs):
         # the windows follow the batch's longest item: a long recording is encoded alone, so its states never
         # depend on the batch it is in
-        short = [i for i, w in enumerate(wavs) if len(w) // 160 <= window]
+        short = [i for i, w in enumerate(wavs) if len(w) // hop <= window]
         out = dict(zip(short, _encode([wavs[i] for i in short], module, device, params["dtype"]) if short else []))
         out.update((i, _encode([w], module, device, params["dtype"])[0]) for i, w in enumerate(wavs) if i not in out)
         return [out[i] for i in range(len(wavs))]
