@@ -37,13 +37,14 @@ def centre_bands(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (x - masked_mean(x, mask)[..., None]) * mask[:, None, :].to(x.dtype)
 
 
-def masked_mean_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``x (B, C, T)``, ``mask (B, T)`` -> ``(B, 2C)`` mean and standard deviation over valid frames."""
-    m = mask[:, None, :].to(x.dtype)
-    n = m.sum(-1).clamp(min=1.0)
-    mean = masked_mean(x, mask)
-    var = (((x - mean[..., None]) ** 2) * m).sum(-1) / n
-    return torch.cat([mean, torch.sqrt(var + 1e-5)], dim=1)
+def masked_mean_std(x: torch.Tensor, mask: torch.Tensor, frames_dim: int = -1) -> torch.Tensor:
+    """``x (B, C, T)`` (or ``(B, T, C)`` with ``frames_dim=1``: no transpose in a graph), ``mask (B, T)`` ->
+    ``(B, 2C)`` mean and standard deviation over valid frames (squares as products: a graph's Mul, not a Pow)."""
+    m = (mask[:, None, :] if frames_dim == -1 else mask[..., None]).to(x.dtype)
+    n = m.sum(frames_dim).clamp(min=1.0)
+    mean = (x * m).sum(frames_dim) / n
+    centred = x - mean.unsqueeze(frames_dim)
+    return torch.cat([mean, torch.sqrt((centred * centred * m).sum(frames_dim) / n + 1e-5)], dim=1)
 
 
 class AttentionPooling(nn.Module):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UsageError
-from .common import full_lengths, length_mask
+from .common import full_lengths, length_mask, masked_mean_std
 from .registry import register_model
 
 
@@ -93,13 +93,7 @@ class EncoderStem(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h, mask = self.frames(x, lengths)
-        # mean and standard deviation over the valid frames, pooled as the stem feature pools (frames in rows, no
-        # transposes; squares as products: a graph's Mul)
-        m = mask[..., None].to(h.dtype)
-        count = m.sum(1).clamp(min=1.0)
-        mean = (h * m).sum(1) / count
-        centred = h - mean[:, None]
-        pooled = torch.cat([mean, torch.sqrt((centred * centred * m).sum(1) / count + 1e-5)], 1)
+        pooled = masked_mean_std(h, mask, frames_dim=1)  # frames in rows, as the stem feature pools them
         if self.training and pooled.shape[0] == 1:  # a batch of one has no statistics: the running ones
             pooled = nn.functional.batch_norm(pooled, self.norm.running_mean, self.norm.running_var, eps=self.norm.eps)
         else:
