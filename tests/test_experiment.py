@@ -215,6 +215,7 @@ def test_unlabelled_recordings_are_learnt_from_the_teacher_alone(tmp_path, train
     read, and leaves no run directory."""
     import shutil
 
+    import numpy as np
     import torch
 
     from emodet.data.synth import generate_corpus
@@ -227,7 +228,9 @@ def test_unlabelled_recordings_are_learnt_from_the_teacher_alone(tmp_path, train
     seen = {}
 
     def spy(model, train_loader, val_loader, cfg, labels, **kw):
-        seen.update(targets=list(train_loader.dataset.targets), teacher=kw["teacher"], class_targets=kw["targets"])
+        ds = train_loader.dataset
+        seen.update(targets=list(ds.targets), teacher=kw["teacher"], class_targets=kw["targets"], rows=list(ds.rows),
+                    features=lambda i: np.asarray(ds.raw_features(i)))
         return real(model, train_loader, val_loader, cfg, labels, **kw)
 
     real = experiment.train_loop
@@ -253,6 +256,27 @@ def test_unlabelled_recordings_are_learnt_from_the_teacher_alone(tmp_path, train
     assert float(loss.detach()) == 0 and float(kd.detach()) > 0 and n == 3
     kd.backward()
     assert model.weight.grad.abs().sum() > 0
+    # augmented copies of them (training.distill.unlabelled_copies): the labelled copies' kinds, each copy learning
+    # the teacher's answer on its clean original
+    aug = ["--set", "training.augment.waveform.copies=2", "--set", "training.distill.copy_targets=clean"]
+    out = cli("train", "--run-name", "s2", *args, *aug, "--unlabelled", other,
+              "--set", "training.distill.unlabelled_copies=1")
+    assert out.returncode == 0, out.stderr
+    assert "(with 60 augmented copies, 10 unlabelled recordings, 10 augmented copies of them)" in out.stdout, out.stdout
+    rows, targets, logits = seen["rows"], seen["targets"], seen["teacher"].logits
+    assert len(rows) == 110 and targets.count(-1) == 20 and len(seen["class_targets"]) == 90
+    originals = {r["path"]: i for i, r in enumerate(rows) if r.get("unlabelled") and not r.get("variant")}
+    copies = [(i, originals[r["path"]]) for i, r in enumerate(rows) if r.get("unlabelled") and r.get("variant")]
+    assert len(copies) == 10 and all(rows[i]["variant"] == "aug0" for i, _ in copies)
+    assert all(torch.equal(logits[i], logits[j]) for i, j in copies)  # the clean original's target
+    changed = [not np.allclose(seen["features"](i), seen["features"](j)) for i, j in copies]
+    assert sum(changed) >= 6  # augmented (a copy draws no change at all with probability 0.5 x 0.5 x 0.7 x 0.7)
+    for extra, why in [(["--set", "training.distill.unlabelled_copies=3"], "0 to 2"),
+                       (["--set", "training.distill.unlabelled_copies=-1"], "0 to 2")]:
+        bad = cli("train", "--run-name", "bad", *args, *aug, "--unlabelled", other, *extra)
+        assert bad.returncode == 2 and why in bad.stderr and not (tmp_path / "runs" / "bad").exists(), bad.stderr
+    bad = cli("train", "--run-name", "bad", *args, *aug, "--set", "training.distill.unlabelled_copies=1")
+    assert bad.returncode == 2 and "need some (training.distill.unlabelled" in bad.stderr, bad.stderr
     # refused before any data is read, nothing left behind
     for extra, why in [(["--set", "training.distill.weight=0"], "need a teacher"),
                        (["--set", "data.normalize=speaker"], "need data.normalize global or none"),

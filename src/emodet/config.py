@@ -31,7 +31,6 @@ OPT_STR = (str, type(None))
 PLACEHOLDER_ROOTS = {"D:/DATA/EmotionDataset", "DATA_ROOT_PLACEHOLDER"}
 
 
-# -- the schema ------------------------------------------------------------------------------
 @dataclass
 class SplitConfig(Section):
     method: str = option("auto", str, choices=("auto", "speaker", "manifest"))  # auto: a manifest's own split, else by speaker
@@ -126,6 +125,7 @@ class DistillConfig(Section):
     temperature: float = option(2.0, *NUM)
     unlabelled: str | None = option(None, *OPT_STR)  # a folder or CSV (path column) of recordings the teacher labels
     unlabelled_max: int = option(0, int)  # a seeded random subset of that many (0: all)
+    unlabelled_copies: int = option(0, int)  # augmented copies of each: the first N of training.augment.waveform's
     copy_targets: str = option("own", str, choices=("own", "clean"))  # an augmented copy's: the teacher on it or its original
 
 

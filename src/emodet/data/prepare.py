@@ -178,6 +178,11 @@ def check_unlabelled(cfg: Config) -> None:
     """``training.distill.unlabelled``: recordings only a teacher labels (the student learns them from its
     outputs alone); what cannot work with label-free recordings is refused before any data is read."""
     t, d = cfg.training, cfg.data
+    copies, most = t.distill.unlabelled_copies, t.augment.waveform.copies
+    if copies and not (t.distill.unlabelled and 0 < copies <= most):
+        raise UsageError(f"training.distill.unlabelled_copies {copies}: augmented copies of the unlabelled recordings "
+                         + ("need some (training.distill.unlabelled, or --unlabelled)" if not t.distill.unlabelled else
+                            f"are the first of training.augment.waveform's {most}: 0 to {most}"))
     if not t.distill.unlabelled:
         return
     why = None
@@ -238,7 +243,13 @@ def prepare_unlabelled(cfg: Config, data: PreparedData, progress: bool | None = 
     for s in failed:
         log.info("  unlabelled recording skipped: %s", s["error"])
     log.info("  %d unlabelled recordings from %s, labelled by the teacher", len(rows), spec)
-    return rows
+    copies = []  # the labelled copies' kinds, seeded by file and copy as theirs; a copy's target: its original's
+    for k in range(cfg.training.distill.unlabelled_copies):
+        kept, failed = build_features(data.variant_caches[f"aug{k}"], rows, None, None, cfg.features.plugins, progress)
+        copies += [{**r, "variant": f"aug{k}"} for r in kept]
+        for s in failed:
+            log.info("  no aug%d copy of an unlabelled recording: %s", k, s["error"])
+    return rows + copies
 
 
 def fit_normalizer(cfg: Config, data: PreparedData) -> Normalizer:

@@ -72,10 +72,12 @@ def run_experiment(cfg: Config, run_name: str, runs_dir: str | Path = "runs", re
         model = distributed.wrap(model)
         training = dataclasses.replace(training, device=str(distributed.device))
     if is_main:
+        originals = [r for r in unlabelled if not r.get("variant")]
         log.info("%s: %s (%s, %s parameters) on %s; %d train%s / %d val / %d test recordings; labels %s", run_name,
                  cfg.model.name, cfg.model.preset, f"{count_parameters(model):,}", cfg.features.type,
-                 len(by_split["train"]), _with(len(data.augmented), "augmented copies", len(unlabelled),
-                                               "unlabelled recordings"),
+                 len(by_split["train"]), _with(len(data.augmented), "augmented copies", len(originals),
+                                               "unlabelled recordings", len(unlabelled) - len(originals),
+                                               "augmented copies of them"),
                  len(by_split["val"]), len(by_split["test"]), ", ".join(data.labels))
     writer = _tensorboard(run_dir) if is_main else None
     labelled = [t for t in loaders["train"].dataset.targets if t >= 0]  # class weights: of labelled recordings
