@@ -179,11 +179,12 @@ def check_unlabelled(cfg: Config) -> None:
     outputs alone); what cannot work with label-free recordings is refused before any data is read."""
     t, d = cfg.training, cfg.data
     copies, most = t.distill.unlabelled_copies, t.augment.waveform.copies
-    if copies and not (t.distill.unlabelled and 0 < copies <= most):
+    if not 0 <= copies <= most:
         raise UsageError(f"training.distill.unlabelled_copies {copies}: augmented copies of the unlabelled recordings "
-                         + ("need some (training.distill.unlabelled, or --unlabelled)" if not t.distill.unlabelled else
-                            f"are the first of training.augment.waveform's {most}: 0 to {most}"))
+                         f"are the first of training.augment.waveform's {most} copies: 0 to {most}")
     if not t.distill.unlabelled:
+        if copies:  # a config may hold it for the runs given --unlabelled
+            log.info("  training.distill.unlabelled_copies: %d changes nothing: no unlabelled recordings", copies)
         return
     why = None
     if not t.distill.teacher or t.distill.weight <= 0:
