@@ -260,23 +260,28 @@ def test_unlabelled_recordings_are_learnt_from_the_teacher_alone(tmp_path, train
     # the teacher's answer on its clean original
     aug = ["--set", "training.augment.waveform.copies=2", "--set", "training.distill.copy_targets=clean"]
     out = cli("train", "--run-name", "s2", *args, *aug, "--unlabelled", other,
-              "--set", "training.distill.unlabelled_copies=1")
+              "--set", "training.distill.unlabelled_copies=2")
     assert out.returncode == 0, out.stderr
-    assert "(with 60 augmented copies, 10 unlabelled recordings, 10 augmented copies of them)" in out.stdout, out.stdout
+    assert "(with 60 augmented copies, 10 unlabelled recordings, 20 augmented copies of them)" in out.stdout, out.stdout
     rows, targets, logits = seen["rows"], seen["targets"], seen["teacher"].logits
-    assert len(rows) == 110 and targets.count(-1) == 20 and len(seen["class_targets"]) == 90
+    assert len(rows) == 120 and targets.count(-1) == 30 and len(seen["class_targets"]) == 90
     originals = {r["path"]: i for i, r in enumerate(rows) if r.get("unlabelled") and not r.get("variant")}
-    copies = [(i, originals[r["path"]]) for i, r in enumerate(rows) if r.get("unlabelled") and r.get("variant")]
-    assert len(copies) == 10 and all(rows[i]["variant"] == "aug0" for i, _ in copies)
-    assert all(torch.equal(logits[i], logits[j]) for i, j in copies)  # the clean original's target
-    changed = [not np.allclose(seen["features"](i), seen["features"](j)) for i, j in copies]
-    assert sum(changed) >= 6  # augmented (a copy draws no change at all with probability 0.5 x 0.5 x 0.7 x 0.7)
+    copies = {k: [(i, originals[r["path"]]) for i, r in enumerate(rows) if r.get("unlabelled") and r.get("variant") == k]
+              for k in ("aug0", "aug1")}
+    assert [len(v) for v in copies.values()] == [10, 10]
+    assert all(torch.equal(logits[i], logits[j]) for i, j in copies["aug0"] + copies["aug1"])  # the clean original's
+    for a, b in [*copies["aug0"], *zip([i for i, _ in copies["aug0"]], [i for i, _ in copies["aug1"]])]:
+        seen.setdefault("differ", []).append(not np.allclose(seen["features"](a), seen["features"](b)))
+    # augmented (no change at all has probability 0.5 x 0.5 x 0.7 x 0.7 a copy), and the two copies drawn apart
+    assert sum(seen["differ"][:10]) >= 6 and sum(seen["differ"][10:]) >= 6
+    assert json.loads((tmp_path / "runs" / "s2" / "metrics.json").read_text())["unlabelled"] == {
+        "recordings": 10, "augmented_copies": 20}
     for extra, why in [(["--set", "training.distill.unlabelled_copies=3"], "0 to 2"),
                        (["--set", "training.distill.unlabelled_copies=-1"], "0 to 2")]:
         bad = cli("train", "--run-name", "bad", *args, *aug, "--unlabelled", other, *extra)
         assert bad.returncode == 2 and why in bad.stderr and not (tmp_path / "runs" / "bad").exists(), bad.stderr
-    out = cli("train", "--run-name", "s3", *args, *aug, "--set", "training.distill.unlabelled_copies=1")
-    assert out.returncode == 0 and "unlabelled_copies: 1 changes nothing: no unlabelled" in out.stdout, out.stderr
+    out = cli("train", "--run-name", "s3", *args, "--set", "training.distill.unlabelled_copies=2")  # no copies either
+    assert out.returncode == 0 and "unlabelled_copies: 2 changes nothing: no unlabelled" in out.stdout, out.stdout
     # refused before any data is read, nothing left behind
     for extra, why in [(["--set", "training.distill.weight=0"], "need a teacher"),
                        (["--set", "data.normalize=speaker"], "need data.normalize global or none"),

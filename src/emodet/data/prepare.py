@@ -179,7 +179,7 @@ def check_unlabelled(cfg: Config) -> None:
     outputs alone); what cannot work with label-free recordings is refused before any data is read."""
     t, d = cfg.training, cfg.data
     copies, most = t.distill.unlabelled_copies, t.augment.waveform.copies
-    if not 0 <= copies <= most:
+    if copies < 0 or (t.distill.unlabelled and copies > most):
         raise UsageError(f"training.distill.unlabelled_copies {copies}: augmented copies of the unlabelled recordings "
                          f"are the first of training.augment.waveform's {most} copies: 0 to {most}")
     if not t.distill.unlabelled:

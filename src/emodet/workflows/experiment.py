@@ -197,6 +197,10 @@ def _finish(cfg: Config, run_name: str, run_dir: Path, model, data: PreparedData
     metrics["skipped_files"] = len(data.skipped)
     if data.augmented:
         metrics["augmented_copies"] = {v: sum(1 for r in data.augmented if r["variant"] == v) for v in data.variant_caches}
+    unlabelled = [r for r in by_split["train"] if r.get("unlabelled")]
+    if unlabelled:
+        copies = sum(1 for r in unlabelled if r.get("variant"))
+        metrics["unlabelled"] = {"recordings": len(unlabelled) - copies, "augmented_copies": copies}
     atomic_write_json(run_dir / "metrics.json", metrics)
     shown = next((s for s in ("test", "val") if s in metrics), None)
     if shown:
