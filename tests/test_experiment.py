@@ -211,8 +211,9 @@ def test_clean_copy_targets_with_a_teacher_on_the_students_own_features(tmp_path
 def test_unlabelled_recordings_are_learnt_from_the_teacher_alone(tmp_path, trained_runs, synth_corpus, monkeypatch):
     """--unlabelled DIR: recordings without labels join the student's training set with the teacher's outputs as
     their only target (the hard-label term skips them, the distillation term does not); a labelled recording of the
-    run found among them is left out (a test recording would leak); what cannot work is refused before any data is
-    read, and leaves no run directory."""
+    run found among them is left out (a test recording would leak); with ``unlabelled_copies`` each gets augmented
+    copies that learn the teacher's answer on their original; what cannot work is refused before any data is read,
+    and leaves no run directory."""
     import shutil
 
     import numpy as np
