@@ -1,6 +1,5 @@
-"""Data for one experiment: manifest rows (given, or parsed from the data root), labels, the split,
-and a complete feature cache (with augmented copies of the training recordings when asked: speed-perturbed,
-and noise / reverberation / codec copies of ``training.augment.waveform``).
+"""Data for one experiment: manifest rows (given, or parsed from the data root), labels, the split, and a complete
+feature cache (with the training recordings' speed and ``training.augment.waveform`` copies when asked).
 
     data = prepare_data(cfg, run_dir)       # PreparedData: rows with a split, labels, cache, skipped files
     normalizer = fit_normalizer(cfg, data)
@@ -129,6 +128,17 @@ def build_features(cache: FeatureCache, rows: list[dict], root: Path | None, man
     return [r for r in rows if locate(r["path"], root, manifest_path)[1] not in bad], failed
 
 
+def build_copies(variants: dict, rows: list[dict], root, manifest_path, plugins, progress, of: str = "") -> list[dict]:
+    """Each variant's copy of ``rows`` (``variant``, and ``speed`` for a speed copy); one that fails is said."""
+    copies = []
+    for name, variant in variants.items():
+        kept, failed = build_features(variant, rows, root, manifest_path, plugins, progress)
+        copies += [{**r, "variant": name, **({"speed": variant.speed} if variant.speed else {})} for r in kept]
+        for s in failed:
+            log.info("  no %s copy%s: %s", name, of, s["error"])
+    return copies
+
+
 def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None = None) -> PreparedData:
     """Rows, labels and split, and a complete feature cache; with ``run_dir``, ``manifest.csv`` (the split used)
     and ``skipped.csv`` (files whose features could not be computed) are written there."""
@@ -160,12 +170,7 @@ def prepare_data(cfg: Config, run_dir: Path | None = None, progress: bool | None
             talkers = tuple(sorted((str(p), r["speaker"], file_signature(p)) for p, r in zip(paths, train)))
         variants.update({f"aug{k}": new_cache(augment=AugmentCopy(spec, k, cfg.training.seed, talkers))
                          for k in range(waveform.copies)})
-    augmented = []
-    for name, variant in variants.items():  # training recordings only; each copy a normalisation group of its own
-        kept, failed = build_features(variant, train, root, manifest_path, cfg.features.plugins, progress)
-        augmented += [{**r, "variant": name, **({"speed": variant.speed} if variant.speed else {})} for r in kept]
-        for s in failed:
-            log.info("  no %s copy: %s", name, s["error"])
+    augmented = build_copies(variants, train, root, manifest_path, cfg.features.plugins, progress)  # a group each
     if run_dir is not None:
         # paths relative to a manifest's own folder (no data root) must still name the files from the run's
         write_manifest(run_dir / "manifest.csv", rows, moved_from=manifest_path if root is None else None)
@@ -201,9 +206,9 @@ def check_unlabelled(cfg: Config) -> None:
 def prepare_unlabelled(cfg: Config, data: PreparedData, progress: bool | None = None) -> list[dict]:
     """Training rows without labels (``unlabelled: True``, label index -1) from ``training.distill.unlabelled``:
     a folder of recordings (recursive) or a CSV with a ``path`` column (relative to the CSV's folder; other
-    columns ignored), ``unlabelled_max`` of them drawn with the training seed, their features cached. A file
-    that is one of the labelled recordings, or a byte-for-byte copy of one, is left out (a test recording would
-    leak), and said; a re-encoded copy is not recognised."""
+    columns ignored), ``unlabelled_max`` of them drawn with the training seed, their features cached, with the first
+    ``unlabelled_copies`` of the labelled rows' ``aug`` copies. A file that is one of the labelled recordings, or a
+    byte-for-byte copy of one, is left out (a test recording would leak), and said; a re-encoded one is not."""
     import csv
     import random
 
@@ -244,13 +249,8 @@ def prepare_unlabelled(cfg: Config, data: PreparedData, progress: bool | None = 
     for s in failed:
         log.info("  unlabelled recording skipped: %s", s["error"])
     log.info("  %d unlabelled recordings from %s, labelled by the teacher", len(rows), spec)
-    copies = []  # the labelled copies' kinds, seeded by file and copy as theirs; a copy's target: its original's
-    for k in range(cfg.training.distill.unlabelled_copies):
-        kept, failed = build_features(data.variant_caches[f"aug{k}"], rows, None, None, cfg.features.plugins, progress)
-        copies += [{**r, "variant": f"aug{k}"} for r in kept]
-        for s in failed:
-            log.info("  no aug%d copy of an unlabelled recording: %s", k, s["error"])
-    return rows + copies
+    variants = {f"aug{k}": data.variant_caches[f"aug{k}"] for k in range(cfg.training.distill.unlabelled_copies)}
+    return rows + build_copies(variants, rows, None, None, cfg.features.plugins, progress, " of an unlabelled recording")
 
 
 def fit_normalizer(cfg: Config, data: PreparedData) -> Normalizer:
